@@ -1,0 +1,53 @@
+"""Injected time: a clock returning epoch seconds and a sleeper, so tests never wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+AsyncSleep = Callable[[float], Awaitable[None]]
+
+system_clock: Clock = time.time
+system_sleep: Sleep = time.sleep
+
+
+def asyncio_sleep(seconds: float) -> Awaitable[None]:
+    return asyncio.sleep(seconds)
+
+
+def utc_iso(epoch: float) -> str:
+    """UTC ISO-8601 with offset, the only time format broker_guard writes."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_utc_iso(text: str) -> float:
+    """Inverse of ``utc_iso``; a naive time is taken as UTC."""
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+class FakeClock:
+    """A manual clock and sleeper for tests, demos and benchmarks: sleeping advances time."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)

@@ -1,0 +1,61 @@
+"""Exception types: one base, each carrying its cause and saying what to do."""
+
+from __future__ import annotations
+
+
+class BrokerGuardError(Exception):
+    """Base of every error broker_guard raises itself.
+
+    ``cause`` is the broker's exception when there was one, so callers can
+    inspect it without walking ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class ConfigError(BrokerGuardError, ValueError):
+    """A configuration key has a wrong type, a bad value, or is unknown."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"config {key}={value!r} is invalid: {allowed}")
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+
+
+class GuardRefusedError(BrokerGuardError):
+    """The guard refused a call before it reached the broker."""
+
+    def __init__(self, message: str, *, symbol: str, cause: BaseException | None = None) -> None:
+        super().__init__(message, cause=cause)
+        self.symbol = symbol
+
+
+class SymbolFrozenError(GuardRefusedError):
+    """The symbol is frozen after repeated failures; exits stay allowed."""
+
+
+class SymbolRestrictedError(GuardRefusedError):
+    """The symbol is on the restricted list and is never traded."""
+
+
+class BalanceUnavailableError(BrokerGuardError):
+    """Every attempt failed and no usable last-known balance exists."""
+
+
+class InvalidResponseError(BrokerGuardError):
+    """The broker answered, but with a value that cannot be right (None, NaN, negative...)."""
+
+
+class StoreError(BrokerGuardError):
+    """Persistent state could not be read or written."""
+
+
+class StoreLockTimeoutError(StoreError):
+    """Another process held the state file lock longer than the timeout."""
+
+
+class LiquidationError(BrokerGuardError):
+    """A close order for a dust or small position failed at the broker."""

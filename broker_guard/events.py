@@ -1,0 +1,31 @@
+"""Events the guard reports to an ``on_event`` hook: retry, fallback, freeze, unfreeze, probe, refusal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("broker_guard.events")
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    kind: str  # retry | fallback | balance_unavailable | failure | freeze | unfreeze | probe | refused | liquidation
+    at: float  # epoch seconds, UTC
+    symbol: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+EventHook = Callable[[GuardEvent], None]
+
+
+def emit(hook: EventHook | None, event: GuardEvent) -> None:
+    """Call the user's hook; its own failure is logged, never allowed to break a broker call."""
+    if hook is None:
+        return
+    try:
+        hook(event)
+    except Exception:
+        log.exception("on_event hook failed for a %s event; the guarded call is unaffected", event.kind)

@@ -1,0 +1,43 @@
+"""Health: the seed's monitoring figures and the alerts an operator or cron job acts on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker_guard.proxy import GuardedBroker
+
+CONSECUTIVE_ERRORS_ALERT = 3
+
+
+def guard_health(guard: GuardedBroker) -> dict[str, Any]:
+    config = guard.guard_config
+    stats = guard.freeze_manager.get_stats()
+    balance = guard.balance_fetcher.get_last_known_balance(guard.account)
+    errors = guard.balance_fetcher.account_health().get(guard.account)
+    persistence = guard._self_store.health().as_dict()
+    alerts: list[str] = []
+    if stats["frozen_count"] > config.freeze.alert_frozen_count:
+        alerts.append(f"High number of frozen symbols: {stats['frozen_count']} (limit {config.freeze.alert_frozen_count})")
+    if balance and balance["age_minutes"] > config.balance.cache_timeout_minutes:
+        alerts.append(f"Balance data is old: {balance['age_minutes']:.1f} minutes")
+    consecutive = errors.consecutive_errors if errors else 0
+    if consecutive >= CONSECUTIVE_ERRORS_ALERT:
+        alerts.append(f"Consecutive balance fetch errors: {consecutive}")
+    if not persistence["ok"] or stats["store_problem"]:
+        why = "; ".join(f"{k}: {v}" for k, v in persistence["degraded"].items()) or stats["store_problem"]
+        alerts.append(f"Persistence degraded, state kept in memory: {why}")
+    return {
+        "ok": not alerts,
+        "alerts": alerts,
+        "account": guard.account,
+        "frozen_count": stats["frozen_count"],
+        "frozen_symbols": stats["frozen_symbols"],
+        "manual_review_required": stats["manual_review_required"],
+        "pending_freezes": stats["pending_freezes"],
+        "restricted_symbols": stats["restricted_symbols"],
+        "balance_age_minutes": balance["age_minutes"] if balance else None,
+        "consecutive_balance_errors": consecutive,
+        "last_balance_error": errors.last_error if errors else None,
+        "persistence": persistence,
+    }

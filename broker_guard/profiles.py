@@ -1,0 +1,195 @@
+"""Which methods of which kind of broker play which role: balance, price, positions, order.
+
+A profile is a mapping of method name to ``MethodSpec``. ``GENERIC`` covers
+seed-style brokers, ``CCXT`` covers ccxt exchanges (sync and async), and
+``Profile.custom`` names the methods of anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+ROLES = ("balance", "price", "positions", "order")
+EXIT_SIDES = frozenset({"sell", "close", "exit", "reduce"})
+ENTRY_SIDES = frozenset({"buy", "long", "short", "open"})
+
+
+def plain_price(value: Any) -> float | None:
+    """A price that can be right: a finite number above zero (bools and strings are not prices)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return None
+    number = float(value)
+    return number if number > 0 and math.isfinite(number) else None
+
+
+def ticker_price(value: Any) -> float | None:
+    """ccxt ticker: ``last``, else the bid/ask mid."""
+    if not isinstance(value, Mapping):
+        return None
+    last = plain_price(value.get("last"))
+    if last is not None:
+        return last
+    bid, ask = plain_price(value.get("bid")), plain_price(value.get("ask"))
+    return (bid + ask) / 2 if bid is not None and ask is not None else None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one broker method is guarded.
+
+    ``symbol``: the parameter naming the symbol (name; its position is read from
+    the method's signature). ``side``: the parameter holding buy/sell for
+    orders. ``exit``: the method only ever reduces a position (close, sell).
+    ``price``: turns the method's return value into a price, None when invalid.
+    """
+
+    role: str
+    symbol: str | None = None
+    side: str | None = None
+    exit: bool = False
+    price: Callable[[Any], float | None] = plain_price
+    many: bool = False  # price role over a list of symbols (ccxt fetch_tickers)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.role in ("price", "order") and self.symbol is None:
+            raise ValueError(f"a {self.role} method needs the name of its symbol parameter")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    methods: Mapping[str, MethodSpec] = field(default_factory=dict)
+
+    def present(self, broker: object) -> dict[str, MethodSpec]:
+        """The profile's methods that ``broker`` really has (callable attributes)."""
+        return {n: s for n, s in self.methods.items() if callable(getattr(broker, n, None))}
+
+    def first(self, broker: object, role: str) -> str | None:
+        """The broker's first method (in profile order) that plays ``role``."""
+        return next((n for n, s in self.methods.items() if s.role == role and callable(getattr(broker, n, None))), None)
+
+    @classmethod
+    def custom(cls, mapping: Mapping[str, str | MethodSpec], *, base: Profile | None = None, name: str = "custom") -> Profile:
+        """Name your broker's methods: ``{"quote": MethodSpec("price", symbol="ticker"), "cash": "balance"}``."""
+        methods = dict(base.methods) if base is not None else {}
+        for method, spec in mapping.items():
+            if isinstance(spec, str):
+                spec = MethodSpec(spec, symbol="symbol" if spec in ("price", "order") else None)
+            if not isinstance(spec, MethodSpec):
+                raise TypeError(f"profile entry {method!r} must be a role name or a MethodSpec, got {spec!r}")
+            methods[method] = spec
+        return cls(name, methods)
+
+
+def _order(symbol: str = "symbol", side: str | None = "side", exit: bool = False) -> MethodSpec:
+    return MethodSpec("order", symbol=symbol, side=side, exit=exit)
+
+
+GENERIC = Profile(
+    "generic",
+    {
+        "get_account_balance": MethodSpec("balance"),
+        "get_balance": MethodSpec("balance"),
+        "get_usd_balance": MethodSpec("balance"),
+        "get_available_balance": MethodSpec("balance"),
+        "get_current_price": MethodSpec("price", symbol="symbol"),
+        "get_price": MethodSpec("price", symbol="symbol"),
+        "get_last_price": MethodSpec("price", symbol="symbol"),
+        "get_positions": MethodSpec("positions"),
+        "get_all_positions": MethodSpec("positions"),
+        "get_open_positions": MethodSpec("positions"),
+        "place_market_order": _order(),
+        "place_order": _order(),
+        "submit_order": _order(),
+        "create_market_order": _order(),
+        "buy": _order(side=None),
+        "sell": _order(side=None, exit=True),
+        "close_position": _order(side=None, exit=True),
+    },
+)
+
+CCXT = Profile(
+    "ccxt",
+    {
+        "fetch_balance": MethodSpec("balance"),
+        "fetch_ticker": MethodSpec("price", symbol="symbol", price=ticker_price),
+        "fetch_tickers": MethodSpec("price", symbol="symbols", price=ticker_price, many=True),
+        "fetch_positions": MethodSpec("positions"),
+        "create_order": _order(),
+        "create_market_order": _order(),
+        "create_market_buy_order": _order(side=None),
+        "create_market_sell_order": _order(side=None, exit=True),
+    },
+)
+
+PROFILES = {"generic": GENERIC, "ccxt": CCXT}
+
+
+def is_ccxt(broker: object) -> bool:
+    return any(c.__module__.split(".", 1)[0] == "ccxt" for c in type(broker).__mro__)
+
+
+def resolve_profile(broker: object, profile: str | Profile | Mapping[str, str | MethodSpec] = "auto") -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if isinstance(profile, Mapping):
+        return Profile.custom(profile, base=CCXT if is_ccxt(broker) else GENERIC)
+    if profile == "auto":
+        return CCXT if is_ccxt(broker) else GENERIC
+    if profile in PROFILES:
+        return PROFILES[profile]
+    raise ValueError(f"profile must be 'auto', {', '.join(map(repr, PROFILES))}, a Profile or a mapping; got {profile!r}")
+
+
+def param_index(func: Callable[..., Any], name: str | None) -> int:
+    """Position of parameter ``name`` in a bound method's call, -1 when it is keyword-only or absent."""
+    if name is None:
+        return -1
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return 0
+    for index, param in enumerate(params):
+        if param.name == name:
+            return index if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else -1
+    return 0 if name == "symbol" and params and params[0].kind != param.VAR_KEYWORD else -1
+
+
+def accepts_keyword(func: Callable[..., Any], name: str) -> bool:
+    """Whether ``func`` takes ``name`` as a keyword (by name, or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def account_key(broker: object, configured: str | None = None) -> str:
+    """Which account a broker object is, so cached balances are never served to another account.
+
+    An explicit ``guard.account`` wins; ccxt exchanges are their id plus a hash of
+    the API key; other brokers their class and an account id attribute if any.
+    """
+    if configured:
+        return configured
+    name = type(broker).__qualname__
+    for attr in ("account_id", "account_name", "account", "user_id", "apiKey", "api_key"):
+        try:
+            value = getattr(broker, attr, None)
+        except Exception:
+            continue
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            if attr in ("apiKey", "api_key"):
+                value = "key-" + hashlib.sha256(str(value).encode()).hexdigest()[:12]
+            exchange = getattr(broker, "id", None) if is_ccxt(broker) else None
+            return f"{exchange or name}:{value}"
+    exchange_id = getattr(broker, "id", None) if is_ccxt(broker) else None
+    return str(exchange_id or name)

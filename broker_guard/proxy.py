@@ -1,0 +1,377 @@
+"""GuardedBroker: a ``wrapt.ObjectProxy`` that guards a broker's balance, price and order calls.
+
+Every attribute of the broker still works and ``isinstance(guarded,
+type(broker))`` holds. The methods a profile names are intercepted by
+defining them on a per-broker-class subclass of ``GuardedBroker`` (no
+``__getattr__`` tricks), so unguarded methods pass through wrapt at C speed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import wrapt
+
+from broker_guard.classify import FailureKind, classify
+from broker_guard.clock import Clock, Sleep, asyncio_sleep, system_clock, system_sleep
+from broker_guard.config import GuardConfig
+from broker_guard.enhanced_balance_fetcher import EnhancedBalanceFetcher
+from broker_guard.errors import ConfigError, GuardRefusedError, InvalidResponseError
+from broker_guard.events import EventHook
+from broker_guard.profiles import EXIT_SIDES, MethodSpec, Profile, account_key, param_index, resolve_profile
+from broker_guard.redact import redact, secrets_of
+from broker_guard.store import Store, open_store
+from broker_guard.symbol_freeze_manager import PROBE, SymbolFreezeManager
+from broker_guard.symbols import canonical_symbol
+
+log = logging.getLogger("broker_guard.proxy")
+
+_classes: dict[tuple[Any, ...], type] = {}
+_classes_lock = threading.Lock()
+OWN_API = ("health", "dust", "find_dust", "normalize", "positions", "start_maintenance", "stop_maintenance")
+
+
+class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Wrap ``broker``; strategy code keeps calling the same methods.
+
+    ``config``: a ``GuardConfig`` (default: ``GuardConfig.load()``, file and
+    environment). ``store``: where shared state lives (default: JSON files in
+    ``config.guard.data_dir``). ``profile``: ``"auto"``, ``"generic"``,
+    ``"ccxt"``, a ``Profile`` or a ``{method: role}`` mapping. ``clock``,
+    ``sleep`` and ``async_sleep`` are injectable for tests; ``on_event``
+    receives ``GuardEvent``s.
+    """
+
+    def __new__(cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any) -> GuardedBroker:
+        if isinstance(broker, GuardedBroker):
+            raise TypeError("this broker is already guarded; wrap the raw broker once")
+        resolved = resolve_profile(broker, profile)
+        instance: GuardedBroker = super().__new__(_guarded_class(cls, broker, resolved))
+        return instance
+
+    def __init__(
+        self,
+        broker: object,
+        config: GuardConfig | None = None,
+        *,
+        store: Store | None = None,
+        profile: str | Profile | Mapping[str, Any] = "auto",
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        async_sleep: Callable[[float], Any] | None = None,
+        on_event: EventHook | None = None,
+        transient_exceptions: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        super().__init__(broker)
+        if config is None:
+            config = GuardConfig.load()
+        elif not isinstance(config, GuardConfig):
+            raise ConfigError("config", type(config).__name__, "a GuardConfig (build one with GuardConfig.load(...))")
+        clock = clock or system_clock
+        secrets = secrets_of(broker)
+        if store is None:
+            store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock)
+        store.add_secrets(secrets)
+        self._self_config = config
+        self._self_profile = resolve_profile(broker, profile)
+        self._self_clock = clock
+        self._self_store = store
+        self._self_secrets = secrets
+        self._self_on_event = on_event
+        self._self_account = account_key(broker, config.guard.account)
+        self._self_freeze = SymbolFreezeManager(
+            config.freeze,
+            store=store,
+            clock=clock,
+            refresh_interval=config.guard.refresh_interval_seconds,
+            on_event=on_event,
+            secrets=secrets,
+        )
+        self._self_balance = EnhancedBalanceFetcher(
+            config.balance,
+            store=store,
+            clock=clock,
+            sleep=sleep or system_sleep,
+            async_sleep=async_sleep or asyncio_sleep,
+            on_event=on_event,
+            secrets=secrets,
+            transient_exceptions=transient_exceptions,
+            account=self._self_account,
+        )
+        self._self_maintenance: Any = None
+        shadowed = [n for n in OWN_API if hasattr(type(broker), n)]
+        if shadowed:
+            log.warning("broker attributes %s are shadowed by GuardedBroker's own; reach them via .__wrapped__", shadowed)
+
+    # -- the guard's own API -------------------------------------------------------------------
+
+    @property
+    def guard_config(self) -> GuardConfig:
+        return self._self_config  # type: ignore[no-any-return]
+
+    @property
+    def freeze_manager(self) -> SymbolFreezeManager:
+        return self._self_freeze  # type: ignore[no-any-return]
+
+    @property
+    def balance_fetcher(self) -> EnhancedBalanceFetcher:
+        return self._self_balance  # type: ignore[no-any-return]
+
+    @property
+    def account(self) -> str:
+        return self._self_account  # type: ignore[no-any-return]
+
+    def health(self) -> dict[str, Any]:
+        """The seed's monitoring figures and alerts; ``ok`` is False when any alert is raised."""
+        from broker_guard.health import guard_health
+
+        return guard_health(self)
+
+    def __repr__(self) -> str:
+        return redact(f"<GuardedBroker account={self._self_account!r} of {self.__wrapped__!r}>", self._self_secrets)
+
+    # -- the decisions shared by every generated method ----------------------------------------
+
+    def _self_price_failed(self, symbol: str, canon: str, exc: BaseException, mode: int, kind: FailureKind | None = None) -> None:
+        freeze: SymbolFreezeManager = self._self_freeze
+        kind = kind or self._self_balance.kind_of(exc)
+        if mode == PROBE and (kind.retryable or kind is FailureKind.AUTH):
+            freeze.end_probe(canon)  # no verdict on the symbol from an outage
+            return
+        freeze.record_price_fetch_failure(symbol, exc, kind=kind)
+
+    def _self_invalid_price(self, symbol: str, canon: str, value: Any, mode: int) -> InvalidResponseError:
+        error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(value), self._self_secrets)[:80]}")
+        self._self_price_failed(symbol, canon, error, mode, FailureKind.INVALID_RESPONSE)
+        return error
+
+
+def _guarded_class(cls: type, broker: object, profile: Profile) -> type:
+    """The subclass of ``cls`` with one guarded method per role method ``broker`` has (cached)."""
+    present = profile.present(broker)
+    layout = tuple(
+        (name, spec, inspect.iscoroutinefunction(getattr(broker, name)), _indexes(getattr(broker, name), spec))
+        for name, spec in present.items()
+    )
+    key = (cls, type(broker), layout)
+    with _classes_lock:
+        sub = _classes.get(key)
+        if sub is None:
+            methods = {name: _make_method(name, spec, is_async, idx) for name, spec, is_async, idx in layout}
+            methods["__module__"] = cls.__module__
+            sub = type(f"{cls.__name__}[{type(broker).__name__}]", (cls,), methods)
+            _classes[key] = sub
+    return sub
+
+
+def _indexes(method: Callable[..., Any], spec: MethodSpec) -> tuple[int, int]:
+    return param_index(method, spec.symbol), param_index(method, spec.side)
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str | None) -> Any:
+    if 0 <= index < len(args):
+        return args[index]
+    return kwargs.get(name) if name else None
+
+
+def _is_exit(spec: MethodSpec, side: Any, kwargs: dict[str, Any]) -> bool:
+    if spec.exit or kwargs.get("reduce_only") or kwargs.get("reduceOnly"):
+        return True
+    return isinstance(side, str) and side.lower() in EXIT_SIDES
+
+
+def _make_method(name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
+    if spec.role == "balance":
+        return _balance_method(name, is_async)
+    if spec.role == "price":
+        return (_many_prices_method if spec.many else _price_method)(name, spec, is_async, indexes[0])
+    if spec.role == "order":
+        return _order_method(name, spec, is_async, indexes)
+    return _passthrough_method(name, is_async)
+
+
+def _signature(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    if not args and not kwargs:
+        return name
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in sorted(kwargs.items())]
+    return f"{name}({', '.join(parts)})"
+
+
+def _balance_method(name: str, is_async: bool) -> Callable[..., Any]:
+    if is_async:
+
+        async def balance_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+            key = (self._self_account, _signature(name, args, kwargs))
+            return await self._self_balance.call_async(getattr(self.__wrapped__, name), args, kwargs, key)
+
+        return balance_async
+
+    def balance(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        key = (self._self_account, name if not (args or kwargs) else _signature(name, args, kwargs))
+        return self._self_balance.call(getattr(self.__wrapped__, name), args, kwargs, key)
+
+    return balance
+
+
+def _price_method(name: str, spec: MethodSpec, is_async: bool, index: int) -> Callable[..., Any]:
+    pname = spec.symbol
+    extract = spec.price
+
+    def admit(self: GuardedBroker, symbol: Any) -> tuple[str, int] | None:
+        canon = canonical_symbol(symbol)
+        try:
+            return canon, self._self_freeze.admit(canon)
+        except GuardRefusedError:
+            if self._self_config.freeze.frozen_returns_none:
+                return None
+            raise
+
+    if is_async:
+
+        async def price_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+            symbol = _arg(args, kwargs, index, pname)
+            if not isinstance(symbol, str):
+                return await getattr(self.__wrapped__, name)(*args, **kwargs)
+            admitted = admit(self, symbol)
+            if admitted is None:
+                return None
+            canon, mode = admitted
+            try:
+                value = await getattr(self.__wrapped__, name)(*args, **kwargs)
+            except Exception as exc:
+                self._self_price_failed(symbol, canon, exc, mode)
+                raise
+            except BaseException:  # cancelled: no verdict
+                if mode == PROBE:
+                    self._self_freeze.end_probe(canon)
+                raise
+            if extract(value) is None:
+                raise self._self_invalid_price(symbol, canon, value, mode)
+            if mode or canon in self._self_freeze._counts:
+                self._self_freeze.record_success(canon, probe=mode == PROBE)
+            return value
+
+        return price_async
+
+    def price(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
+        if not isinstance(symbol, str):
+            return getattr(self.__wrapped__, name)(*args, **kwargs)
+        admitted = admit(self, symbol)
+        if admitted is None:
+            return None
+        canon, mode = admitted
+        try:
+            value = getattr(self.__wrapped__, name)(*args, **kwargs)
+        except Exception as exc:
+            self._self_price_failed(symbol, canon, exc, mode)
+            raise
+        if extract(value) is None:
+            raise self._self_invalid_price(symbol, canon, value, mode)
+        if mode or canon in self._self_freeze._counts:
+            self._self_freeze.record_success(canon, probe=mode == PROBE)
+        return value
+
+    return price
+
+
+def _many_prices_method(name: str, spec: MethodSpec, is_async: bool, index: int) -> Callable[..., Any]:
+    """ccxt ``fetch_tickers``: frozen symbols are left out of the call and the answer, not the whole call failed."""
+    pname = spec.symbol or "symbols"
+    extract = spec.price
+
+    def before(self: GuardedBroker, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, int]]:
+        symbols = _arg(args, kwargs, index, pname)
+        modes: dict[str, int] = {}
+        if symbols is None:
+            return args, kwargs, modes
+        kept = []
+        for symbol in symbols:
+            try:
+                modes[symbol] = self._self_freeze.admit(canonical_symbol(symbol))
+                kept.append(symbol)
+            except GuardRefusedError:
+                log.debug("left %s out of %s: frozen or restricted", symbol, name)
+        if 0 <= index < len(args):
+            args = args[:index] + (kept,) + args[index + 1 :]
+        else:
+            kwargs = {**kwargs, pname: kept}
+        return args, kwargs, modes
+
+    def after(self: GuardedBroker, value: Any, modes: dict[str, int]) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        out = {}
+        freeze = self._self_freeze
+        for symbol, ticker in value.items():
+            canon = canonical_symbol(symbol)
+            mode = modes.get(symbol, 0)
+            if not modes and canon in freeze._blocked:
+                continue
+            if extract(ticker) is None:
+                self._self_invalid_price(symbol, canon, ticker, mode)
+                continue
+            if mode or canon in freeze._counts:
+                freeze.record_success(canon, probe=mode == PROBE)
+            out[symbol] = ticker
+        return out
+
+    if is_async:
+
+        async def tickers_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+            args, kwargs, modes = before(self, args, kwargs)
+            if modes == {} and _arg(args, kwargs, index, pname) == []:
+                return {}
+            return after(self, await getattr(self.__wrapped__, name)(*args, **kwargs), modes)
+
+        return tickers_async
+
+    def tickers(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs, modes = before(self, args, kwargs)
+        if modes == {} and _arg(args, kwargs, index, pname) == []:
+            return {}
+        return after(self, getattr(self.__wrapped__, name)(*args, **kwargs), modes)
+
+    return tickers
+
+
+def _order_method(name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
+    """Entries on frozen or restricted symbols are refused before the broker sees them; exits pass.
+
+    Orders are never retried: a retried order can fill twice.
+    """
+    symbol_index, side_index = indexes
+    pname, sname = spec.symbol, spec.side
+
+    def check(self: GuardedBroker, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        symbol = _arg(args, kwargs, symbol_index, pname)
+        if isinstance(symbol, str) and not _is_exit(spec, _arg(args, kwargs, side_index, sname), kwargs):
+            self._self_freeze.check_entry(canonical_symbol(symbol))
+
+    if is_async:
+
+        async def order_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+            check(self, args, kwargs)
+            return await getattr(self.__wrapped__, name)(*args, **kwargs)
+
+        return order_async
+
+    def order(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        check(self, args, kwargs)
+        return getattr(self.__wrapped__, name)(*args, **kwargs)
+
+    return order
+
+
+def _passthrough_method(name: str, is_async: bool) -> Callable[..., Any]:
+    def passthrough(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.__wrapped__, name)(*args, **kwargs)
+
+    return passthrough
+
+
+__all__ = ["GuardedBroker", "classify"]

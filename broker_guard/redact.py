@@ -1,0 +1,53 @@
+"""Remove API keys, secrets, signatures and passwords from text before it is logged or stored."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_KEY_NAMES = (
+    r"api[_-]?key|apikey|api[_-]?secret|secret[_-]?key|secret|passphrase|password|passwd|pwd"
+    r"|signature|sig|token|access[_-]?token|refresh[_-]?token|private[_-]?key|auth"
+)
+# key=value, key: value, "key": "value", key='value' (query strings, dict reprs, JSON, headers)
+_PAIR = re.compile(
+    rf"""(?ix)
+    (?P<key>["']?\b(?:{_KEY_NAMES})["']?\s*[=:]\s*)
+    (?P<quote>["']?)
+    (?P<value>[^\s"'&,;}}\])]+)
+    """
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_HEADER = re.compile(r"(?i)\b(x-[a-z-]*(?:key|sign|signature|passphrase|token)[a-z-]*)\s*[:=]\s*\S+")
+MASK = "***"
+
+
+def redact(text: object, secrets: Iterable[str] = ()) -> str:
+    """Return ``str(text)`` with secret-looking values and every known secret masked.
+
+    ``secrets`` are exact values known to be secret (a broker's API key), masked
+    wherever they appear, even without a telling key name around them.
+    """
+    out = str(text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            out = out.replace(secret, MASK)
+    out = _HEADER.sub(lambda m: f"{m.group(1)}: {MASK}", out)
+    out = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", out)
+    return _PAIR.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", out)
+
+
+_SECRET_ATTRS = ("apiKey", "api_key", "secret", "api_secret", "password", "passphrase", "token", "uid", "privateKey")
+
+
+def secrets_of(obj: object) -> tuple[str, ...]:
+    """Credential values held by a broker object (ccxt's ``apiKey``/``secret``/``password``, ...)."""
+    found = []
+    for name in _SECRET_ATTRS:
+        try:
+            value = getattr(obj, name, None)
+        except Exception:  # a property that fails must not stop redaction
+            continue
+        if isinstance(value, str) and len(value) >= 4:
+            found.append(value)
+    return tuple(found)

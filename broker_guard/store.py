@@ -1,0 +1,336 @@
+"""Persistent state: a small store interface, a JSON-file implementation and an in-memory one.
+
+The file store is safe for several processes and threads sharing one data
+directory: every change is a read-modify-write under a ``filelock`` lock,
+written to a temporary file, fsynced and moved into place with
+``os.replace``, with the previous good copy kept beside it. A corrupt file is
+moved aside and the good copy restored; an unwritable directory degrades to
+memory (and replays what it did there once the disk works again) instead of
+breaking the trading loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import filelock
+
+from broker_guard.clock import Clock, system_clock, utc_iso
+from broker_guard.errors import StoreError, StoreLockTimeoutError
+from broker_guard.redact import redact
+
+log = logging.getLogger("broker_guard.store")
+
+SCHEMA_VERSION = 1
+MAX_PENDING = 10_000
+T = TypeVar("T")
+Mutation = Callable[[dict[str, Any]], T]
+
+
+@dataclass
+class StoreHealth:
+    ok: bool = True
+    degraded: dict[str, str] = field(default_factory=dict)  # state name -> why it lives in memory
+    recovered: list[str] = field(default_factory=list)  # files restored from the last good copy
+    location: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "degraded": dict(self.degraded), "recovered": list(self.recovered), "location": self.location}
+
+
+class Store(Protocol):
+    """What the guard needs from persistence; ``JsonFileStore`` and ``MemoryStore`` provide it."""
+
+    def read(self, name: str) -> dict[str, Any]: ...
+
+    def update(self, name: str, mutate: Mutation[T]) -> tuple[dict[str, Any], T]: ...
+
+    def version(self, name: str) -> Hashable: ...
+
+    def append(self, name: str, record: dict[str, Any]) -> None: ...
+
+    def read_lines(self, name: str) -> list[dict[str, Any]]: ...
+
+    def health(self) -> StoreHealth: ...
+
+    def add_secrets(self, secrets: Iterable[str]) -> None: ...
+
+
+class MemoryStore:
+    """The store interface in memory only: for tests, and for users who want no files."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._lines: dict[str, list[dict[str, Any]]] = {}
+        self._versions: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    def read(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._docs.get(name, {}))
+
+    def update(self, name: str, mutate: Mutation[T]) -> tuple[dict[str, Any], T]:
+        with self._lock:
+            data = copy.deepcopy(self._docs.get(name, {}))
+            result = mutate(data)
+            self._docs[name] = data
+            self._versions[name] = self._versions.get(name, 0) + 1
+            return copy.deepcopy(data), result
+
+    def version(self, name: str) -> Hashable:
+        return self._versions.get(name, 0)
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._lines.setdefault(name, []).append(json.loads(json.dumps(record, default=str)))
+
+    def read_lines(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._lines.get(name, []))
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(location="memory")
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        return None
+
+
+class JsonFileStore:
+    """State files ``<data_dir>/<name>.json`` (+ ``.bak``, ``.lock``) and ``<name>.jsonl`` logs."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, lock_timeout: float = 10.0, clock: Clock = system_clock) -> None:
+        self.data_dir = Path(data_dir)
+        self.lock_timeout = lock_timeout
+        self._clock = clock
+        self._thread_lock = threading.RLock()
+        self._locks: dict[str, filelock.FileLock] = {}
+        self._memory: dict[str, dict[str, Any]] = {}  # last state seen or written, per name
+        self._pending: dict[str, list[Mutation[Any]]] = {}  # changes made while degraded, to replay
+        self._degraded: dict[str, str] = {}
+        self._recovered: list[str] = []
+        self._secrets: set[str] = set()
+
+    # -- interface ---------------------------------------------------------------------------
+
+    def read(self, name: str) -> dict[str, Any]:
+        with self._thread_lock:
+            if name in self._degraded:
+                return copy.deepcopy(self._memory.get(name, {}))
+            try:
+                with self._locked(name):
+                    data = self._load(name)
+            except OSError as exc:
+                self._degrade(name, f"cannot read: {exc}")
+                return copy.deepcopy(self._memory.get(name, {}))
+            self._memory[name] = data
+            return copy.deepcopy(data)
+
+    def update(self, name: str, mutate: Mutation[T]) -> tuple[dict[str, Any], T]:
+        """Apply ``mutate`` to the current state under the file lock and persist it.
+
+        Returns the new state and what ``mutate`` returned. ``StoreLockTimeoutError``
+        when another process holds the lock past ``lock_timeout``.
+        """
+        with self._thread_lock:
+            try:
+                with self._locked(name):
+                    data = self._load(name)
+                    for pending in self._pending.get(name, []):
+                        pending(data)
+                    result = mutate(data)
+                    self._write(name, data)
+            except OSError as exc:
+                return self._update_in_memory(name, mutate, f"cannot write: {exc}")
+            if self._pending.pop(name, None) is not None or self._degraded.pop(name, None) is not None:
+                log.warning("state %s is on disk again at %s; changes made in memory were replayed", name, self.data_dir)
+            self._memory[name] = data
+            return copy.deepcopy(data), result
+
+    def version(self, name: str) -> Hashable:
+        """A cheap token that changes whenever the file does: one ``stat``."""
+        try:
+            st = os.stat(self._path(name))
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        """Append one JSON line, under the lock, fsynced: a crash leaves at most a torn last line."""
+        line = self._redact(json.dumps(record, default=str, sort_keys=True))
+        path = self.data_dir / f"{name}.jsonl"
+        with self._thread_lock:
+            try:
+                with self._locked(name):
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    try:
+                        size = os.fstat(fd).st_size
+                        prefix = b"" if size == 0 or _ends_with_newline(path, size) else b"\n"
+                        os.write(fd, prefix + line.encode("utf-8") + b"\n")
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            except OSError as exc:
+                self._degrade(name, f"cannot append: {exc}")
+                self._memory.setdefault(name, {}).setdefault("lines", []).append(json.loads(line))
+                raise StoreError(f"audit record not written to {path}: {exc}", cause=exc) from exc
+
+    def read_lines(self, name: str) -> list[dict[str, Any]]:
+        """Every complete JSON line; a torn line left by a crash is skipped."""
+        path = self.data_dir / f"{name}.jsonl"
+        records: list[dict[str, Any]] = []
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        for raw in text.splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(raw)
+                if isinstance(value, dict):
+                    records.append(value)
+        return records + list(self._memory.get(name, {}).get("lines", []))
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(
+            ok=not self._degraded,
+            degraded=dict(self._degraded),
+            recovered=list(self._recovered),
+            location=str(self.data_dir),
+        )
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        self._secrets.update(s for s in secrets if s)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self.data_dir / f"{name}.json"
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        lock = self._locks.get(name)
+        if lock is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lock = filelock.FileLock(self.data_dir / f"{name}.json.lock", timeout=self.lock_timeout, mode=0o600, thread_local=False)
+            self._locks[name] = lock
+        try:
+            lock.acquire()
+        except filelock.Timeout as exc:
+            raise StoreLockTimeoutError(
+                f"state {name!r} in {self.data_dir} stayed locked by another process for {self.lock_timeout}s; "
+                "check for a hung bot or CLI holding it, or raise guard.lock_timeout_seconds",
+                cause=exc,
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _load(self, name: str) -> dict[str, Any]:
+        path = self._path(name)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            return _parse(raw)
+        except ValueError as exc:
+            return self._recover(name, exc)
+
+    def _recover(self, name: str, problem: Exception) -> dict[str, Any]:
+        path = self._path(name)
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time() * 1000)}")
+        os.replace(path, aside)
+        bak = path.with_name(path.name + ".bak")
+        try:
+            data = _parse(bak.read_bytes())
+            source = "the last good copy"
+        except (OSError, ValueError):
+            data, source = {}, "empty state (no good copy)"
+        log.critical(
+            "state file %s was corrupt (%s); moved to %s and restored from %s. Check the disk and whatever wrote it.",
+            path, problem, aside.name, source,
+        )
+        self._recovered.append(str(path))
+        self._write(name, data)
+        return data
+
+    def _write(self, name: str, data: dict[str, Any]) -> None:
+        path = self._path(name)
+        doc = {"schema_version": SCHEMA_VERSION, "updated_at": utc_iso(self._clock()), "data": data}
+        payload = self._redact(json.dumps(doc, sort_keys=True, indent=1, default=str)).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if path.exists():  # keep the previous good copy: a hard link costs no copy
+                bak_tmp = f"{tmp}.bak"
+                os.link(path, bak_tmp)
+                os.replace(bak_tmp, path.with_name(path.name + ".bak"))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.data_dir)
+
+    def _update_in_memory(self, name: str, mutate: Mutation[T], why: str) -> tuple[dict[str, Any], T]:
+        self._degrade(name, why)
+        data = copy.deepcopy(self._memory.get(name, {}))
+        result = mutate(data)
+        pending = self._pending.setdefault(name, [])
+        if len(pending) < MAX_PENDING:
+            pending.append(mutate)
+        self._memory[name] = data
+        return copy.deepcopy(data), result
+
+    def _degrade(self, name: str, why: str) -> None:
+        if name not in self._degraded:
+            log.error("state %s cannot use %s (%s); keeping it in memory. Trading goes on; fix the disk.", name, self.data_dir, why)
+        self._degraded[name] = why
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    doc = json.loads(raw.decode("utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
+        raise ValueError("not a broker_guard state document")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(f"unsupported schema_version {version!r}")
+    data: dict[str, Any] = doc["data"]
+    return data
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def open_store(data_dir: str | os.PathLike[str], *, lock_timeout: float = 10.0, clock: Clock = system_clock) -> JsonFileStore:
+    """The default store for a data directory."""
+    return JsonFileStore(data_dir, lock_timeout=lock_timeout, clock=clock)
