@@ -229,9 +229,8 @@ def _validate(key: str, value: object, expected: Any) -> None:
             raise ConfigError(key, value, "a non-empty string")
         if name == "schedule" and not SCHEDULE_PATTERN.match(value.strip().lower()):
             raise ConfigError(key, value, "off, daily, hourly, or an interval like 'every 30m' (s, m, h, d)")
-    elif typing.get_origin(base) is tuple:
-        if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(key, value, "a list of non-empty strings")
+    elif typing.get_origin(base) is tuple and (not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value)):
+        raise ConfigError(key, value, "a list of non-empty strings")
 
 
 def _from_env(var: str, raw: str, expected: Any) -> Any:
@@ -281,8 +280,8 @@ def _normalise_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, An
             if isinstance(value, Mapping):
                 out.setdefault(section, {}).update(value)
                 continue
-            attr, cls = SECTIONS[section]
-            if isinstance(value, cls):
+            _attr, cls = SECTIONS[section]
+            if isinstance(value, cls) and dataclasses.is_dataclass(value) and not isinstance(value, type):
                 out.setdefault(section, {}).update(dataclasses.asdict(value))
                 continue
             raise ConfigError(key, value, f"a mapping of {section} settings")

@@ -86,7 +86,7 @@ class AccountHealth:
 class _Run:
     """One call's retry state (tenacity's RetryCallState, small): shared by the sync and async loops."""
 
-    __slots__ = ("fetcher", "key", "started", "attempt", "waits", "verbose", "last_error")
+    __slots__ = ("attempt", "fetcher", "key", "last_error", "started", "verbose", "waits")
 
     def __init__(self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool) -> None:
         self.fetcher = fetcher
@@ -177,7 +177,9 @@ class EnhancedBalanceFetcher:
 
     # -- the guarded call ----------------------------------------------------------------------
 
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: tuple[str, str], verbose: bool = True) -> Any:
+    def call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: tuple[str, str], verbose: bool = True
+    ) -> Any:
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:
@@ -232,7 +234,8 @@ class EnhancedBalanceFetcher:
         raw = getattr(broker, "__wrapped__", broker)
         name = GENERIC.first(raw, "balance") or ("fetch_balance" if callable(getattr(raw, "fetch_balance", None)) else None)
         if name is None:
-            raise TypeError(f"{type(raw).__name__} has no balance method (looked for {', '.join(n for n, s in GENERIC.methods.items() if s.role == 'balance')}, fetch_balance)")
+            known = ", ".join(n for n, s in GENERIC.methods.items() if s.role == "balance")
+            raise TypeError(f"{type(raw).__name__} has no balance method (looked for {known}, fetch_balance)")
         key = (account_key(raw, self.account), name)
         return self.call(getattr(raw, name), (), {}, key, verbose)
 
@@ -330,10 +333,17 @@ class EnhancedBalanceFetcher:
             "\n%s\n⚠️  USING FALLBACK BALANCE\n%s\n   Last Known Balance: %s\n   Age: %.1f minutes\n"
             "   Consecutive Errors: %d\n\n   Bot will continue trading with cached balance.\n"
             "   Balance will be updated once API is available.\n%s",
-            bar, bar, describe_balance(value), age_min, health.consecutive_errors, bar,
+            bar,
+            bar,
+            describe_balance(value),
+            age_min,
+            health.consecutive_errors,
+            bar,
         )
         if age_min > self.policy.cache_timeout_minutes:
-            log.warning("⚠️  Fallback balance is %.1f minutes old (over %.0f): treat it with care", age_min, self.policy.cache_timeout_minutes)
+            log.warning(
+                "⚠️  Fallback balance is %.1f minutes old (over %.0f): treat it with care", age_min, self.policy.cache_timeout_minutes
+            )
         emit(self.on_event, GuardEvent("fallback", now, None, {"account": key[0], "age_minutes": age_min, "error": reason}))
         return value
 
@@ -391,8 +401,8 @@ class EnhancedBalanceFetcher:
 
 
 def _build_fetcher(max_attempts: int | None = None, base_delay: float | None = None) -> EnhancedBalanceFetcher:
-    balance = {k: v for k, v in (("max_attempts", max_attempts), ("base_delay", base_delay)) if v is not None}
-    config = GuardConfig.load(**({"balance": balance} if balance else {}))
+    balance: dict[str, Any] = {k: v for k, v in (("max_attempts", max_attempts), ("base_delay", base_delay)) if v is not None}
+    config = GuardConfig.load(balance=balance)
     store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds)
     return EnhancedBalanceFetcher(config.balance, store=store, account=config.guard.account)
 

@@ -147,11 +147,15 @@ class PaperBroker:
     def get_positions(self) -> list[dict[str, Any]]:
         self._enter("get_positions")
         with self._lock:
-            return [
-                {"symbol": f"{asset}-USD", "quantity": qty, "currency": asset}
-                for asset, qty in self.holdings.items()
-                if qty != 0
-            ]
+            return [{"symbol": f"{asset}-USD", "quantity": qty, "currency": asset} for asset, qty in self.holdings.items() if qty != 0]
+
+    def get_position(self, symbol: str) -> dict[str, Any] | None:
+        """One holding, or None: lets a liquidation re-read a quantity without listing everything."""
+        self._enter("get_position")
+        asset = base_asset(symbol)
+        with self._lock:
+            qty = self.holdings.get(asset)
+        return None if not qty else {"symbol": f"{asset}-USD", "quantity": qty, "currency": asset}
 
     def place_market_order(
         self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 
 import wrapt
 
-from broker_guard.classify import FailureKind, classify
+from broker_guard.classify import FailureKind
 from broker_guard.clock import Clock, Sleep, asyncio_sleep, system_clock, system_sleep
 from broker_guard.config import GuardConfig
 from broker_guard.enhanced_balance_fetcher import EnhancedBalanceFetcher
@@ -35,7 +35,7 @@ _classes_lock = threading.Lock()
 OWN_API = ("health", "dust", "find_dust", "normalize", "positions", "start_maintenance", "stop_maintenance")
 
 
-class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc]
+class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     """Wrap ``broker``; strategy code keeps calling the same methods.
 
     ``config``: a ``GuardConfig`` (default: ``GuardConfig.load()``, file and
@@ -131,6 +131,58 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc]
 
         return guard_health(self)
 
+    def positions(self) -> list[Any]:
+        """The broker's positions, normalised (lots summed) and valued through the guard."""
+        from broker_guard.positions import read_positions, value_position
+
+        return [value_position(self, p) for p in read_positions(self)]
+
+    def find_dust(self, threshold_usd: float | None = None) -> list[Any]:
+        """Positions worth less than the dust threshold whose value is known."""
+        from broker_guard.broker_dust_cleanup import BrokerDustCleanup
+
+        cleanup = BrokerDustCleanup(self._self_config.dust.threshold_usd, self._self_config.dust.dry_run, config=self._self_config)
+        return cleanup.find_dust_positions(self, threshold_usd)
+
+    def dust(self, dry_run: bool | None = None, threshold_usd: float | None = None) -> Any:
+        """Close every dust position at the broker (``config.dust``: threshold, dry-run, per-run cap)."""
+        from broker_guard.broker_dust_cleanup import run_dust_cleanup
+
+        policy = self._self_config.dust
+        return run_dust_cleanup(
+            self,
+            policy.threshold_usd if threshold_usd is None else threshold_usd,
+            policy.dry_run if dry_run is None else dry_run,
+            policy.max_usd_per_run,
+        )
+
+    def normalize(
+        self, dry_run: bool = True, minimum_position_usd: float | None = None, consolidation_threshold_usd: float | None = None
+    ) -> dict[str, Any]:
+        """Close positions below the minimum, flag consolidation candidates; dry-run unless told otherwise."""
+        from broker_guard.user_account_normalization import run_normalization_pass
+
+        return run_normalization_pass(
+            self,
+            minimum_position_usd,
+            dry_run,
+            consolidation_threshold_usd=consolidation_threshold_usd,
+            config=self._self_config,
+        )
+
+    def start_maintenance(self, **kwargs: Any) -> Any:
+        """Start the background thread that runs scheduled dust cleanup and startup normalization."""
+        from broker_guard.maintenance import Maintenance
+
+        if self._self_maintenance is None:
+            self._self_maintenance = Maintenance(self, **kwargs)
+        self._self_maintenance.start()
+        return self._self_maintenance
+
+    def stop_maintenance(self, timeout: float = 10.0) -> None:
+        if self._self_maintenance is not None:
+            self._self_maintenance.stop(timeout)
+
     def __repr__(self) -> str:
         return redact(f"<GuardedBroker account={self._self_account!r} of {self.__wrapped__!r}>", self._self_secrets)
 
@@ -161,7 +213,7 @@ def _guarded_class(cls: type, broker: object, profile: Profile) -> type:
     with _classes_lock:
         sub = _classes.get(key)
         if sub is None:
-            methods = {name: _make_method(name, spec, is_async, idx) for name, spec, is_async, idx in layout}
+            methods: dict[str, Any] = {name: _make_method(name, spec, is_async, idx) for name, spec, is_async, idx in layout}
             methods["__module__"] = cls.__module__
             sub = type(f"{cls.__name__}[{type(broker).__name__}]", (cls,), methods)
             _classes[key] = sub
@@ -284,7 +336,9 @@ def _many_prices_method(name: str, spec: MethodSpec, is_async: bool, index: int)
     pname = spec.symbol or "symbols"
     extract = spec.price
 
-    def before(self: GuardedBroker, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, int]]:
+    def before(
+        self: GuardedBroker, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, int]]:
         symbols = _arg(args, kwargs, index, pname)
         modes: dict[str, int] = {}
         if symbols is None:
@@ -297,7 +351,7 @@ def _many_prices_method(name: str, spec: MethodSpec, is_async: bool, index: int)
             except GuardRefusedError:
                 log.debug("left %s out of %s: frozen or restricted", symbol, name)
         if 0 <= index < len(args):
-            args = args[:index] + (kept,) + args[index + 1 :]
+            args = (*args[:index], kept, *args[index + 1 :])
         else:
             kwargs = {**kwargs, pname: kept}
         return args, kwargs, modes
@@ -374,4 +428,4 @@ def _passthrough_method(name: str, is_async: bool) -> Callable[..., Any]:
     return passthrough
 
 
-__all__ = ["GuardedBroker", "classify"]
+__all__ = ["GuardedBroker"]

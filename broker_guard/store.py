@@ -259,7 +259,10 @@ class JsonFileStore:
             data, source = {}, "empty state (no good copy)"
         log.critical(
             "state file %s was corrupt (%s); moved to %s and restored from %s. Check the disk and whatever wrote it.",
-            path, problem, aside.name, source,
+            path,
+            problem,
+            aside.name,
+            source,
         )
         self._recovered.append(str(path))
         self._write(name, data)

@@ -441,12 +441,21 @@ class SymbolFreezeManager:
             "   ⚠️  MANUAL REVIEW REQUIRED\n   Possible causes:\n   - Symbol delisted from exchange\n"
             "   - Trading temporarily suspended\n   - Symbol mapping issue (e.g., AUT-USD)\n"
             "   - Network/API connectivity issue\n\n   %s\n   Use unfreeze_symbol() to manually unfreeze if resolved\n%s",
-            bar, "FROZEN AGAIN" if refrozen else "FROZEN", info.symbol, bar, info.reason, info.last_error,
-            info.frozen_at_iso, until, bar,
+            bar,
+            "FROZEN AGAIN" if refrozen else "FROZEN",
+            info.symbol,
+            bar,
+            info.reason,
+            info.last_error,
+            info.frozen_at_iso,
+            until,
+            bar,
         )
 
 
-def _build_manager(failure_threshold: int | None = None, cooldown_hours: float | None = None, data_dir: str | None = None) -> SymbolFreezeManager:
+def _build_manager(
+    failure_threshold: int | None = None, cooldown_hours: float | None = None, data_dir: str | None = None
+) -> SymbolFreezeManager:
     overrides: dict[str, Any] = {}
     freeze = {k: v for k, v in (("failure_threshold", failure_threshold), ("cooldown_hours", cooldown_hours)) if v is not None}
     if freeze:

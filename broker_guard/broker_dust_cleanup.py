@@ -1,0 +1,182 @@
+"""Seed component: Broker Dust Cleanup.
+
+Closes, at the broker, every position worth less than the dust threshold
+(default $1): legacy positions, adopted ones, remnants of failed or partial
+orders. Uses ``force_liquidate=True`` where the broker accepts it, because
+dust is usually below the minimum trade size. Dry-run previews without an
+order. Every position found is reported exactly once, with what happened
+to it and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_guard._singleton import SingletonFactory
+from broker_guard.config import GuardConfig
+from broker_guard.liquidation import Outcome, Run
+from broker_guard.positions import Position, read_positions, value_position
+
+log = logging.getLogger("broker_guard.dust")
+BAR = "=" * 70
+
+
+@dataclass
+class DustResult(Mapping[str, Any]):
+    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every outcome."""
+
+    total_positions: int = 0
+    threshold_usd: float = 1.0
+    dry_run: bool = False
+    duration_seconds: float = 0.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def _count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    def as_dict(self) -> dict[str, Any]:
+        dust = [o for o in self.outcomes if o.action == "close_dust"]
+        return {
+            "total_positions": self.total_positions,
+            "total_found": len(dust),
+            "closed": self._count("closed"),
+            "failed": self._count("failed"),
+            "dry_run_would_close": self._count("dry_run"),
+            "skipped": sum(1 for o in dust if o.status == "skipped"),
+            "total_value_cleaned": sum(o.usd_value or 0.0 for o in self.outcomes if o.status == "closed"),
+            "total_dust_value": sum(o.position.usd_value or 0.0 for o in dust),
+            "duration_seconds": self.duration_seconds,
+            "dry_run": self.dry_run,
+            "threshold_usd": self.threshold_usd,
+            "unknown_value": [o.as_dict() for o in self.outcomes if o.action == "skip"],
+            "positions": [o.as_dict() for o in self.outcomes],
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.as_dict())
+
+
+def _fmt_qty(position: Position) -> str:
+    return f"{position.quantity:.8f} {position.asset}" if position.quantity is not None else f"? {position.asset}"
+
+
+class BrokerDustCleanup:
+    """Find and close dust positions; one instance may serve many brokers."""
+
+    def __init__(
+        self, dust_threshold_usd: float = 1.00, dry_run: bool = False, *, config: GuardConfig | None = None, store: Any = None
+    ) -> None:
+        base = config or GuardConfig.load()
+        self.config = base.replace(dust={"threshold_usd": dust_threshold_usd, "dry_run": dry_run})
+        self.dust_threshold_usd = self.config.dust.threshold_usd
+        self.dry_run = self.config.dust.dry_run
+        self._store = store
+
+    def _guard(self, broker: object) -> Any:
+        from broker_guard.proxy import GuardedBroker
+
+        if isinstance(broker, GuardedBroker):
+            return broker
+        return GuardedBroker(broker, self.config, store=self._store)
+
+    def scan(self, guard: Any, threshold: float) -> tuple[list[Position], list[Position], list[Position]]:
+        """(all positions valued, dust, unknown-value) for one guarded broker."""
+        log.info("🔍 Fetching all positions from broker...")
+        positions = [value_position(guard, p) for p in read_positions(guard)]
+        log.info("   Found %d total positions", len(positions))
+        dust, unknown = [], []
+        for position in positions:
+            if position.closable and position.usd_value is not None and position.usd_value < threshold:
+                log.info("   🗑️  DUST: %s - $%.4f (%s)", position.symbol, position.usd_value, _fmt_qty(position))
+                dust.append(position)
+            elif not position.closable:
+                log.info("   ⏭️  SKIPPED: %s - %s", position.symbol or "?", position.problem or "not closable")
+                unknown.append(position)
+        return positions, dust, unknown
+
+    def find_dust_positions(self, broker: object, threshold_usd: float | None = None) -> list[Position]:
+        """Positions worth less than the threshold whose value is known (seed API)."""
+        threshold = self.dust_threshold_usd if threshold_usd is None else threshold_usd
+        return self.scan(self._guard(broker), threshold)[1]
+
+    def cleanup_all_dust(self, broker: object, *, dry_run: bool | None = None, threshold_usd: float | None = None) -> DustResult:
+        """Close every dust position at the broker (seed API); returns the seed's figures."""
+        guard = self._guard(broker)
+        dry = self.dry_run if dry_run is None else dry_run
+        threshold = self.dust_threshold_usd if threshold_usd is None else threshold_usd
+        return run_dust_cleanup(guard, threshold, dry, self.config.dust.max_usd_per_run, scanner=self)
+
+
+def run_dust_cleanup(
+    guard: Any, threshold: float, dry_run: bool, cap_usd: float | None, scanner: BrokerDustCleanup | None = None
+) -> DustResult:
+    started = time.monotonic()
+    log.info("\n%s\n🧹 STARTING BROKER-LEVEL DUST CLEANUP%s\n%s", BAR, " (DRY RUN)" if dry_run else "", BAR)
+    scanner = scanner or BrokerDustCleanup(threshold, dry_run, config=guard.guard_config)
+    positions, dust, unknown = scanner.scan(guard, threshold)
+    run = Run(guard, "dust", dry_run, cap_usd)
+    result = DustResult(total_positions=len(positions), threshold_usd=threshold, dry_run=dry_run)
+    if dust:
+        log.info("🚨 Found %d dust positions to clean up:\n   Total dust value: $%.4f", len(dust), sum(p.usd_value or 0 for p in dust))
+    for position in dust:
+        log.info(
+            "\n🔨 %s dust position: %s\n   Quantity: %s\n   USD Value: $%.4f",
+            "Would close" if dry_run else "Closing",
+            position.symbol,
+            _fmt_qty(position),
+            position.usd_value,
+        )
+        result.outcomes.append(run.close(position, threshold, "close_dust"))
+    for position in unknown:
+        result.outcomes.append(run._record(Outcome(position, "skip", "skipped", position.problem or "not closable")))
+    for position in positions:
+        if position.closable and position.usd_value is not None and position.usd_value >= threshold:
+            result.outcomes.append(Outcome(position, "keep", "kept", "at or above the dust threshold", position.usd_value))
+    result.duration_seconds = time.monotonic() - started
+    figures = result.as_dict()
+    log.info(
+        "\n%s\n🧹 DUST CLEANUP COMPLETE%s\n%s\n   Total Found: %d\n   Successfully Closed: %d\n   Failed: %d\n"
+        "   Skipped (value unknown or changed): %d\n   Total Value Cleaned: $%.4f\n   Duration: %.2fs\n%s",
+        BAR,
+        " (DRY RUN: nothing was sold)" if dry_run else "",
+        BAR,
+        figures["total_found"],
+        figures["closed"],
+        figures["failed"],
+        figures["skipped"] + len(unknown),
+        figures["total_value_cleaned"],
+        result.duration_seconds,
+        BAR,
+    )
+    return result
+
+
+def _build(dust_threshold_usd: float | None = None, dry_run: bool | None = None) -> BrokerDustCleanup:
+    config = GuardConfig.load()
+    return BrokerDustCleanup(
+        config.dust.threshold_usd if dust_threshold_usd is None else dust_threshold_usd,
+        config.dust.dry_run if dry_run is None else dry_run,
+        config=config,
+    )
+
+
+_factory: SingletonFactory[BrokerDustCleanup] = SingletonFactory("get_broker_dust_cleanup", _build)
+
+
+def get_broker_dust_cleanup(dust_threshold_usd: float | None = None, dry_run: bool | None = None) -> BrokerDustCleanup:
+    """The process's shared cleanup engine (seed API). A later call with different arguments raises ConfigError."""
+    return _factory.get(dust_threshold_usd=dust_threshold_usd, dry_run=dry_run)
+
+
+def reset_broker_dust_cleanup() -> None:
+    _factory.reset()

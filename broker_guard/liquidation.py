@@ -1,0 +1,184 @@
+"""Closing positions at the broker, safely: the engine behind dust() and normalize().
+
+The rules (DESIGN.md, "Liquidation safety"): never close a position worth at
+or above its threshold; never place an order in dry-run; never close a
+position whose value is unknown; value each position again, price and
+quantity, just before its order; one failed close does not stop the run;
+every action, dry or real, goes to the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from broker_guard.clock import utc_iso
+from broker_guard.errors import StoreError
+from broker_guard.positions import Position, current_quantity, price_of
+from broker_guard.profiles import accepts_keyword
+from broker_guard.redact import redact
+
+if TYPE_CHECKING:
+    from broker_guard.proxy import GuardedBroker
+
+log = logging.getLogger("broker_guard.liquidation")
+
+AUDIT = "audit"
+_FAILED_STATUSES = frozenset({"rejected", "failed", "error", "canceled", "cancelled", "expired"})
+
+
+@dataclass
+class Outcome:
+    """What happened to one position in one run."""
+
+    position: Position
+    action: str  # close_dust | close_small | consolidate | flag_for_review | skip
+    status: str  # closed | dry_run | failed | skipped | flagged | kept
+    reason: str = ""
+    usd_value: float | None = None
+    order: Any = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.position.as_dict()
+        out.update(action=self.action, status=self.status, reason=self.reason, usd_value=self.usd_value, error=self.error)
+        return out
+
+
+@dataclass
+class Run:
+    """One liquidation run: where audit lines go and how much it has closed so far."""
+
+    guard: GuardedBroker
+    kind: str  # dust | normalize
+    dry_run: bool
+    cap_usd: float | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    closed_usd: float = 0.0
+
+    def audit(self, outcome: Outcome, **extra: Any) -> None:
+        guard = self.guard
+        position = outcome.position
+        record = {
+            "time": utc_iso(guard._self_clock()),
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "account": position.account,
+            "symbol": position.symbol,
+            "quantity": position.quantity,
+            "price": position.price,
+            "value_usd": outcome.usd_value if outcome.usd_value is not None else position.usd_value,
+            "action": outcome.action,
+            "dry_run": self.dry_run,
+            "outcome": outcome.status,
+            "reason": outcome.reason,
+            "error": outcome.error,
+            **extra,
+        }
+        try:
+            guard._self_store.append(AUDIT, record)
+        except StoreError as exc:
+            log.error("audit record for %s not written (%s)", position.symbol, exc)
+
+    def close(self, position: Position, threshold: float, action: str) -> Outcome:
+        """Close ``position`` if, valued again right now, it is still worth less than ``threshold``."""
+        if not position.closable or position.usd_value is None or not position.usd_value < threshold:
+            return self._record(Outcome(position, action, "skipped", "not closable: " + (position.problem or "at or above threshold")))
+        if self.dry_run:
+            return self._record(Outcome(position, action, "dry_run", "dry run: no order placed", position.usd_value))
+        quantity, price, why = self._revalue(position)
+        if why is not None:
+            return self._record(Outcome(position, action, "skipped", why))
+        assert quantity is not None and price is not None
+        value = quantity * price
+        if not value < threshold:
+            return self._record(Outcome(position, action, "skipped", f"now worth ${value:.4f}, at or above ${threshold:.2f}", value))
+        if self.cap_usd is not None and self.closed_usd + value > self.cap_usd:
+            return self._record(Outcome(position, action, "skipped", f"per-run cap of ${self.cap_usd:.2f} reached", value))
+        fresh = Position(position.account, position.symbol, position.asset, quantity, price, value, position.reported_value, position.lots)
+        self.audit(Outcome(fresh, action, "pending", "order being sent", value))
+        try:
+            order = place_close_order(self.guard, fresh)
+        except Exception as exc:
+            message = redact(exc, self.guard._self_secrets)[:300]
+            log.error("   ❌ Failed to close %s: %s", position.symbol, message)
+            return self._record(Outcome(fresh, action, "failed", "broker refused the close", value, error=message))
+        rejected = _rejection(order)
+        if rejected:
+            log.error("   ❌ Failed to close %s: %s", position.symbol, rejected)
+            return self._record(Outcome(fresh, action, "failed", "broker rejected the close", value, order, rejected))
+        self.closed_usd += value
+        log.info("   ✅ Successfully closed %s", position.symbol)
+        return self._record(Outcome(fresh, action, "closed", "closed at the broker", value, order))
+
+    def _revalue(self, position: Position) -> tuple[float | None, float | None, str | None]:
+        try:
+            quantity = current_quantity(self.guard, position)
+        except Exception as exc:
+            return None, None, f"quantity re-read failed: {redact(exc, self.guard._self_secrets)[:120]}"
+        if quantity is None or not quantity > 0:
+            return None, None, "no long quantity left to close" if quantity is not None else "quantity unknown on re-read"
+        price, why = price_of(self.guard, position.symbol)
+        if price is None:
+            return None, None, f"value unknown on re-read ({why})"
+        return quantity, price, None
+
+    def _record(self, outcome: Outcome) -> Outcome:
+        self.audit(outcome)
+        return outcome
+
+
+def _rejection(order: Any) -> str | None:
+    if order is False:
+        return "order call returned False"
+    if isinstance(order, Mapping):
+        status = order.get("status")
+        if isinstance(status, str) and status.lower() in _FAILED_STATUSES:
+            return f"order status {status}"
+        if order.get("success") is False:
+            return str(order.get("error") or order.get("message") or "success: false")
+    return None
+
+
+def place_close_order(guard: GuardedBroker, position: Position) -> Any:
+    """Sell ``position.quantity`` through the guard, forcing past minimum trade sizes where the broker allows.
+
+    Preference: ``place_market_order(..., force_liquidate=True)`` (and
+    ``ignore_min_trade=True`` when accepted), then ``close_position``, then
+    ccxt's ``create_order(symbol, 'market', 'sell', amount)``, then a plain
+    market sell.
+    """
+    raw = guard.__wrapped__
+    broker: Any = guard  # the guarded methods are generated per broker class
+    symbol, quantity = position.symbol, position.quantity
+    market = getattr(raw, "place_market_order", None)
+    if callable(market) and accepts_keyword(market, "force_liquidate"):
+        extra = {"force_liquidate": True}
+        if accepts_keyword(market, "ignore_min_trade"):
+            extra["ignore_min_trade"] = True
+        return broker.place_market_order(symbol, "sell", quantity, **extra)
+    close = getattr(raw, "close_position", None)
+    if callable(close):
+        return broker.close_position(symbol, quantity) if _takes_two(close) else broker.close_position(symbol)
+    if callable(getattr(raw, "create_order", None)):
+        amount = quantity
+        to_precision = getattr(raw, "amount_to_precision", None)
+        if callable(to_precision):
+            amount = float(to_precision(symbol, quantity))
+        return broker.create_order(symbol, "market", "sell", amount)
+    if callable(market):
+        return broker.place_market_order(symbol, "sell", quantity)
+    raise TypeError(f"{type(raw).__name__} has no way to close a position (place_market_order, close_position, create_order)")
+
+
+def _takes_two(func: Any) -> bool:
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(func).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2
