@@ -103,7 +103,7 @@ class _Run:
         """Seconds to wait before the next attempt; None to stop. Re-raises what must not be retried."""
         fetcher = self.fetcher
         policy = fetcher.policy
-        kind = fetcher.kind_of(exc)
+        kind = FailureKind.TRANSIENT if isinstance(exc, InvalidResponseError) else fetcher.kind_of(exc)  # a glitch: try again
         message = fetcher.redact(exc)
         fetcher._note_error(self.key[0], message)
         self.last_error = exc
@@ -253,7 +253,7 @@ class EnhancedBalanceFetcher:
         return {
             "balance": value,
             "account": acct,
-            "signature": signature,
+            "call": signature,
             "timestamp": utc_iso(fetched_at),
             "age_seconds": age,
             "age_minutes": age / 60,
@@ -359,7 +359,7 @@ class EnhancedBalanceFetcher:
                 old = data.setdefault("balances", {}).get(record_key)
                 if old is None or parse_utc_iso(old["fetched_at"]) <= entry[1]:
                     value = {k: v for k, v in entry[0].items() if k != "info"} if isinstance(entry[0], Mapping) else entry[0]
-                    data["balances"][record_key] = {"account": key[0], "signature": key[1], "value": value, "fetched_at": utc_iso(entry[1])}
+                    data["balances"][record_key] = {"account": key[0], "call": key[1], "value": value, "fetched_at": utc_iso(entry[1])}
             data.setdefault("accounts", {})[key[0]] = {
                 "consecutive_errors": health.consecutive_errors,
                 "last_error": health.last_error,
@@ -385,7 +385,7 @@ class EnhancedBalanceFetcher:
         with self._lock:
             for record in data.get("balances", {}).values():
                 try:
-                    key = (str(record["account"]), str(record["signature"]))
+                    key = (str(record["account"]), str(record["call"]))
                     fetched_at = parse_utc_iso(record["fetched_at"])
                 except (KeyError, TypeError, ValueError):
                     continue

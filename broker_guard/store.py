@@ -152,7 +152,8 @@ class JsonFileStore:
                     self._write(name, data)
             except OSError as exc:
                 return self._update_in_memory(name, mutate, f"cannot write: {exc}")
-            if self._pending.pop(name, None) is not None or self._degraded.pop(name, None) is not None:
+            replayed = self._pending.pop(name, None) is not None
+            if self._degraded.pop(name, None) is not None or replayed:
                 log.warning("state %s is on disk again at %s; changes made in memory were replayed", name, self.data_dir)
             self._memory[name] = data
             return copy.deepcopy(data), result

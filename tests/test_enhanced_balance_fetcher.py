@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker_guard import (
+    BalanceUnavailableError,
+    ConfigError,
+    EnhancedBalanceFetcher,
+    FakeClock,
+    GuardConfig,
+    JsonFileStore,
+    MemoryStore,
+    PaperBroker,
+    get_enhanced_balance_fetcher,
+)
+from broker_guard.config import BalancePolicy
+from broker_guard.enhanced_balance_fetcher import is_valid_balance
+from broker_guard.paper import PaperAuthError, PaperRateLimitError
+
+
+class Flaky:
+    """Fails with the queued exceptions (or returns queued values), then returns ``good``."""
+
+    def __init__(self, *script: Any, good: Any = 1000.0, account_id: str = "acct-1") -> None:
+        self.script = list(script)
+        self.good = good
+        self.calls = 0
+        self.account_id = account_id
+
+    def get_account_balance(self) -> Any:
+        self.calls += 1
+        if self.script:
+            item = self.script.pop(0)
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return self.good
+
+
+def test_retries_with_exact_exponential_delays(make_guard: Any, clock: FakeClock) -> None:
+    broker = Flaky(ConnectionError("Network error"), TimeoutError("timed out"))
+    assert make_guard(broker).get_account_balance() == 1000.0
+    assert broker.calls == 3 and clock.sleeps == [2.0, 4.0]
+
+
+def test_delays_double_to_the_30s_cap(make_guard: Any, clock: FakeClock) -> None:
+    broker = Flaky(*[ConnectionError("down")] * 6)
+    make_guard(broker, balance={"max_attempts": 7}).get_account_balance()
+    assert clock.sleeps == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_jitter_stays_within_the_delay(make_guard: Any, clock: FakeClock) -> None:
+    make_guard(Flaky(*[ConnectionError("down")] * 2), balance={"jitter": True}).get_account_balance()
+    assert 0 <= clock.sleeps[0] <= 2.0 and 0 <= clock.sleeps[1] <= 4.0
+
+
+def test_success_logs_nothing_above_debug(make_guard: Any, caplog: pytest.LogCaptureFixture) -> None:
+    guard = make_guard(Flaky())
+    with caplog.at_level(logging.DEBUG, logger="broker_guard"):
+        guard.get_account_balance()
+        guard.get_account_balance()
+    assert not [r for r in caplog.records if r.levelno > logging.DEBUG]
+
+
+@pytest.mark.parametrize("error", [PaperAuthError("invalid API key"), PermissionError("forbidden"), ValueError("bad argument")])
+def test_non_transient_errors_propagate_at_once_and_skip_the_cache(make_guard: Any, clock: FakeClock, error: Exception) -> None:
+    broker = Flaky()
+    guard = make_guard(broker)
+    guard.get_account_balance()  # a cached balance exists
+    broker.script = [error]
+    with pytest.raises(type(error)):
+        guard.get_account_balance()
+    assert broker.calls == 2 and clock.sleeps == []
+
+
+def test_fallback_serves_last_known_with_its_age(make_guard: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    broker = Flaky(good=500.0)
+    guard = make_guard(broker)
+    guard.get_account_balance()
+    clock.advance(5 * 60)
+    broker.script = [ConnectionError("Network error")] * 3
+    with caplog.at_level(logging.WARNING, logger="broker_guard"):
+        assert guard.get_account_balance() == 500.0
+    text = caplog.text
+    assert "USING FALLBACK BALANCE" in text and "Last Known Balance: $500.00" in text
+    assert "Age: 5.1 minutes" in text and "Consecutive Errors: 3" in text
+    assert "Balance fetch failed permanently after 3 attempts" in text
+    info = guard.balance_fetcher.get_last_known_balance()
+    assert info["balance"] == 500.0 and info["consecutive_errors"] == 3 and math.isclose(info["age_minutes"], 5.1)
+
+
+def test_old_fallback_warns_and_too_old_is_refused(make_guard: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    broker = Flaky()
+    guard = make_guard(broker, balance={"max_fallback_age_minutes": 60.0})
+    guard.get_account_balance()
+    clock.advance(45 * 60)
+    broker.script = [ConnectionError("down")] * 3
+    with caplog.at_level(logging.WARNING):
+        assert guard.get_account_balance() == 1000.0
+    assert "minutes old (over 30)" in caplog.text
+    clock.advance(30 * 60)
+    broker.script = [ConnectionError("down")] * 3
+    with pytest.raises(BalanceUnavailableError, match="over the 60.0 min limit") as info:
+        guard.get_account_balance()
+    assert isinstance(info.value.cause, ConnectionError)
+
+
+def test_no_cached_balance_raises_balance_unavailable(make_guard: Any) -> None:
+    with pytest.raises(BalanceUnavailableError, match="no last known balance"):
+        make_guard(Flaky(*[ConnectionError("down")] * 3)).get_account_balance()
+
+
+@pytest.mark.parametrize("bad", [None, math.nan, -5.0, math.inf, "1000", True, [], {}])
+def test_invalid_responses_are_failures_and_never_remembered(make_guard: Any, bad: Any) -> None:
+    broker = Flaky(bad, bad, bad)
+    guard = make_guard(broker)
+    with pytest.raises(BalanceUnavailableError):
+        guard.get_account_balance()
+    assert guard.balance_fetcher.get_last_known_balance() is None
+
+
+@given(st.one_of(st.none(), st.floats(), st.integers(), st.text(), st.booleans(), st.dictionaries(st.text(), st.floats())))
+def test_only_valid_balances_are_ever_remembered(value: Any) -> None:
+    """Property: whatever the broker answers, the cache only ever holds finite non-negative balances."""
+    clock = FakeClock()
+    fetcher = EnhancedBalanceFetcher(BalancePolicy(max_attempts=1), clock=clock, sleep=clock.sleep)
+    try:
+        fetcher.call(lambda: value, (), {}, ("a", "b"))
+    except BalanceUnavailableError:
+        pass
+    known = fetcher.get_last_known_balance()
+    if known is not None:
+        assert is_valid_balance(known["balance"])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert math.isfinite(value) and value >= 0
+
+
+def test_rate_limit_retry_after_is_honoured_when_it_fits(make_guard: Any, clock: FakeClock) -> None:
+    make_guard(Flaky(PaperRateLimitError(retry_after=7.0))).get_account_balance()
+    assert clock.sleeps == [7.0]
+
+
+def test_rate_limit_hint_beyond_the_budget_gives_up_to_the_fallback(make_guard: Any, clock: FakeClock) -> None:
+    broker = Flaky()
+    guard = make_guard(broker)
+    guard.get_account_balance()
+    broker.script = [PaperRateLimitError(retry_after=600.0)]
+    assert guard.get_account_balance() == 1000.0
+    assert clock.sleeps == [] and broker.calls == 2
+
+
+def test_total_time_budget_caps_the_call(make_guard: Any, clock: FakeClock) -> None:
+    broker = Flaky(*[ConnectionError("down")] * 5)
+    with pytest.raises(BalanceUnavailableError):
+        make_guard(broker, balance={"max_attempts": 5, "max_total_seconds": 5.0}).get_account_balance()
+    assert clock.sleeps == [2.0] and broker.calls == 2  # 2 + 4 would pass the 5 s budget
+
+
+def test_a_restart_during_an_outage_still_has_the_balance_with_its_true_age(tmp_path: Path, clock: FakeClock) -> None:
+    config = GuardConfig.load(env={}, data_dir=str(tmp_path))
+    from broker_guard import GuardedBroker
+
+    first = GuardedBroker(Flaky(good=750.0), config, clock=clock, sleep=clock.sleep)
+    first.get_account_balance()
+    clock.advance(20 * 60)  # the process dies; twenty minutes later a new one starts during an outage
+    restarted = GuardedBroker(Flaky(*[ConnectionError("down")] * 3), config, clock=clock, sleep=clock.sleep)
+    assert restarted.get_account_balance() == 750.0
+    assert math.isclose(restarted.balance_fetcher.get_last_known_balance()["age_minutes"], 20.0, abs_tol=0.2)
+
+
+def test_never_serves_another_accounts_balance(tmp_path: Path, clock: FakeClock) -> None:
+    from broker_guard import GuardedBroker
+
+    store = JsonFileStore(tmp_path)
+    config = GuardConfig.load(env={})
+    rich = GuardedBroker(Flaky(good=1_000_000.0, account_id="rich"), config, store=store, clock=clock, sleep=clock.sleep)
+    rich.get_account_balance()
+    poor = GuardedBroker(Flaky(*[ConnectionError("down")] * 3, account_id="poor"), config, store=store, clock=clock, sleep=clock.sleep)
+    with pytest.raises(BalanceUnavailableError):
+        poor.get_account_balance()
+
+
+def test_call_signatures_are_remembered_separately(make_guard: Any) -> None:
+    class TwoCurrencies:
+        def __init__(self) -> None:
+            self.down = False
+
+        def get_balance(self, currency: str = "USD") -> float:
+            if self.down:
+                raise ConnectionError("down")
+            return {"USD": 100.0, "EUR": 90.0}[currency]
+
+    broker = TwoCurrencies()
+    guard = make_guard(broker)
+    guard.get_balance("USD")
+    guard.get_balance("EUR")
+    broker.down = True
+    assert guard.get_balance("USD") == 100.0 and guard.get_balance("EUR") == 90.0
+
+
+def test_async_broker_same_decisions(make_guard: Any, clock: FakeClock) -> None:
+    class AsyncBroker:
+        def __init__(self) -> None:
+            self.fails = 2
+
+        async def get_account_balance(self) -> float:
+            if self.fails:
+                self.fails -= 1
+                raise ConnectionError("Network error")
+            return 321.0
+
+    guard = make_guard(AsyncBroker())
+    assert asyncio.run(guard.get_account_balance()) == 321.0
+    assert clock.sleeps == [2.0, 4.0]
+    guard.__wrapped__.fails = 3
+    assert asyncio.run(guard.get_account_balance()) == 321.0  # fallback
+
+
+def test_thread_safety_of_concurrent_calls(make_guard: Any) -> None:
+    import threading
+
+    guard = make_guard(PaperBroker(cash=42.0))
+    results: list[float] = []
+    threads = [threading.Thread(target=lambda: results.extend(guard.get_account_balance() for _ in range(200))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [42.0] * 800
+
+
+def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    broker = PaperBroker(cash=1000.0)
+    fetcher = get_enhanced_balance_fetcher(max_attempts=3, base_delay=2.0)
+    balance = fetcher.get_balance_with_fallback(broker, verbose=True)
+    print(f"Balance: ${balance:.2f}")
+    info = fetcher.get_last_known_balance()
+    if info:
+        print(f"Balance age: {info['age_minutes']:.1f} minutes")
+        print(f"Consecutive errors: {info['consecutive_errors']}")
+    out = capsys.readouterr().out
+    assert "Balance: $1000.00" in out and "Balance age: 0.0 minutes" in out and "Consecutive errors: 0" in out
+
+
+def test_seed_getter_is_shared_and_refuses_different_arguments() -> None:
+    first = get_enhanced_balance_fetcher(max_attempts=3, base_delay=2.0)
+    assert get_enhanced_balance_fetcher() is first
+    assert get_enhanced_balance_fetcher(max_attempts=3) is first
+    with pytest.raises(ConfigError, match="max_attempts"):
+        get_enhanced_balance_fetcher(max_attempts=5)
+
+
+def test_ccxt_style_balance_dicts_are_validated() -> None:
+    assert is_valid_balance({"free": {"USD": 10.0}, "total": {"USD": 12.0, "BTC": 0.1}, "info": {"raw": "x"}})
+    assert not is_valid_balance({"total": {"USD": math.nan}})
+    assert not is_valid_balance({"total": {"USD": -1.0}})
+    assert not is_valid_balance({})
+
+
+def test_memory_store_default(clock: FakeClock) -> None:
+    fetcher = EnhancedBalanceFetcher(clock=clock, sleep=clock.sleep, store=MemoryStore())
+    assert fetcher.get_balance_with_fallback(PaperBroker(cash=5.0)) == 5.0
