@@ -1,0 +1,116 @@
+"""Liquidation safety: the properties that, broken, lose a user money."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker_guard import FakeClock, GuardConfig, GuardedBroker, MemoryStore, PaperBroker, run_normalization_pass
+
+ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
+
+
+class RecordingBroker(PaperBroker):
+    """A paper broker that records the value of every order at the moment it is placed and may fail orders."""
+
+    def __init__(self, failing: set[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failing = failing
+        self.placed: list[tuple[str, float]] = []
+
+    def place_market_order(self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False) -> Any:
+        price = self.prices.get(symbol.replace("-", "/"))
+        self.placed.append((symbol, quantity * price if price else float("nan")))
+        if symbol in self.failing:
+            raise ConnectionError("order endpoint down")
+        return super().place_market_order(symbol, side, quantity, force_liquidate=True)
+
+
+portfolios = st.dictionaries(
+    st.sampled_from(ASSETS),
+    st.tuples(
+        st.floats(min_value=-5, max_value=50, allow_nan=False),  # quantity (negative: a short)
+        st.one_of(st.none(), st.floats(min_value=0.001, max_value=20, allow_nan=False)),  # price, None: no price
+    ),
+    max_size=6,
+)
+
+
+def _setup(portfolio: dict[str, tuple[float, float | None]], frozen: list[str], restricted: list[str], failing: list[str]) -> Any:
+    prices = {f"{a}-USD": p for a, (_q, p) in portfolio.items() if p is not None}
+    broker = RecordingBroker({f"{a}-USD" for a in failing}, prices=prices, positions={f"{a}-USD": q for a, (q, _p) in portfolio.items()})
+    clock = FakeClock()
+    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore(), clock=clock, sleep=clock.sleep)
+    for a in frozen:
+        guard.freeze_manager.freeze(f"{a}-USD")
+    for a in restricted:
+        guard.freeze_manager.restrict(f"{a}-USD")
+    return broker, guard
+
+
+def _safe_value(portfolio: dict[str, tuple[float, float | None]], symbol: str) -> float | None:
+    quantity, price = portfolio[symbol.split("-")[0]]
+    return quantity * price if price is not None and quantity > 0 else None
+
+
+settings_args = dict(
+    portfolio=portfolios,
+    threshold=st.floats(min_value=0.01, max_value=20),
+    dry_run=st.booleans(),
+    frozen=st.lists(st.sampled_from(ASSETS), max_size=2),
+    restricted=st.lists(st.sampled_from(ASSETS), max_size=2),
+    failing=st.lists(st.sampled_from(ASSETS), max_size=2),
+)
+
+
+@given(**settings_args)
+def test_dust_never_closes_what_it_must_not(
+    portfolio: dict[str, tuple[float, float | None]], threshold: float, dry_run: bool, frozen: list[str], restricted: list[str], failing: list[str]
+) -> None:
+    broker, guard = _setup(portfolio, frozen, restricted, failing)
+    result = guard.dust(dry_run=dry_run, threshold_usd=threshold)
+    blocked = {f"{a}-USD" for a in frozen + restricted}
+    if dry_run:
+        assert broker.placed == []  # never in dry-run
+    for symbol, value in broker.placed:
+        assert value < threshold  # never at or above the threshold
+        assert symbol not in blocked  # never on an unknown value
+        assert _safe_value(portfolio, symbol) is not None
+    held = [f"{a}-USD" for a, (q, _p) in portfolio.items() if q != 0]
+    reported = [p["symbol"] for p in result["positions"]]
+    assert sorted(reported) == sorted(held)  # every position exactly once
+    again = guard.dust(dry_run=dry_run, threshold_usd=threshold)
+    if not failing and not dry_run:
+        assert again["closed"] == 0  # a second run right after a successful one closes nothing
+
+
+@given(**settings_args, candidates=st.booleans())
+def test_normalize_never_closes_what_it_must_not(
+    portfolio: dict[str, tuple[float, float | None]],
+    threshold: float,
+    dry_run: bool,
+    frozen: list[str],
+    restricted: list[str],
+    failing: list[str],
+    candidates: bool,
+) -> None:
+    broker, guard = _setup(portfolio, frozen, restricted, failing)
+    limit = threshold * 1.5 if candidates else threshold
+    result = run_normalization_pass(
+        guard,
+        threshold,
+        dry_run,
+        consolidation_threshold_usd=threshold * 1.5,
+        close_consolidation_candidates=candidates,
+        config=guard.guard_config,
+    )
+    if dry_run:
+        assert broker.placed == []
+    for symbol, value in broker.placed:
+        assert value < limit
+        assert value < threshold * 1.5
+        assert symbol not in {f"{a}-USD" for a in frozen + restricted}
+    held = sorted(f"{a}-USD" for a, (q, _p) in portfolio.items() if q != 0)
+    assert sorted(a["symbol"] for a in result["actions"]) == held
