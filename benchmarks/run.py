@@ -1,0 +1,203 @@
+"""Benchmarks: the guard's cost as ratios against baselines measured in the same run.
+
+    python benchmarks/run.py            # full run (a few minutes), prints the tables for docs/PERFORMANCE.md
+    python benchmarks/run.py --smoke    # seconds: checks every benchmark runs, not how fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import backoff
+import wrapt
+
+from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, MemoryStore, PaperBroker, SymbolFreezeManager
+from broker_guard.config import FreezePolicy
+
+
+def per_call(fn: Callable[[], Any], number: int, repeat: int) -> float:
+    """Best-of-``repeat`` seconds per call (the minimum is the least noisy estimate)."""
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
+
+
+def guard_for(broker: Any, **sections: Any) -> Any:
+    clock = FakeClock()
+    return GuardedBroker(broker, GuardConfig.load(env={}, **sections), store=MemoryStore(), clock=clock, sleep=clock.sleep)
+
+
+def success_path(number: int, repeat: int) -> list[tuple[str, float, float]]:
+    broker = PaperBroker(prices={"BTC-USD": 50_000.0})
+    guard = guard_for(broker)
+    proxy = wrapt.ObjectProxy(broker)
+    price = broker.get_current_price
+    balance = broker.get_account_balance
+    with_backoff = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(price)
+    with_backoff_balance = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(balance)
+    rows: list[tuple[str, Callable[[], Any]]] = [
+        ("raw get_current_price", lambda: price("BTC-USD")),
+        ("wrapt.ObjectProxy passthrough", lambda: proxy.get_current_price("BTC-USD")),
+        ("backoff.on_exception", lambda: with_backoff("BTC-USD")),
+    ]
+    try:
+        import tenacity
+
+        retried = tenacity.retry(stop=tenacity.stop_after_attempt(3))(price)
+        rows.append(("tenacity.retry", lambda: retried("BTC-USD")))
+    except ImportError:
+        pass
+    try:
+        import pybreaker
+
+        breaker = pybreaker.CircuitBreaker()
+        rows.append(("pybreaker.CircuitBreaker", lambda: breaker.call(price, "BTC-USD")))
+    except ImportError:
+        pass
+    rows += [
+        ("GuardedBroker.get_current_price", lambda: guard.get_current_price("BTC-USD")),
+        ("raw get_account_balance", lambda: balance()),
+        ("backoff.on_exception (balance)", lambda: with_backoff_balance()),
+        ("GuardedBroker.get_account_balance", lambda: guard.get_account_balance()),
+        ("raw unguarded attribute (min_trade_usd)", lambda: broker.min_trade_usd),
+        ("GuardedBroker unguarded attribute", lambda: guard.min_trade_usd),
+    ]
+    timings = {name: per_call(fn, number, repeat) for name, fn in rows}
+    base_price = timings["raw get_current_price"]
+    base_balance = timings["raw get_account_balance"]
+    base_attr = timings["raw unguarded attribute (min_trade_usd)"]
+    out = []
+    for name, seconds in timings.items():
+        base = base_balance if "balance" in name else base_attr if "attribute" in name else base_price
+        out.append((name, seconds, seconds / base))
+    return out
+
+
+def async_path(number: int) -> list[tuple[str, float, float]]:
+    class AsyncBroker:
+        async def get_current_price(self, symbol: str) -> float:
+            return 1.0
+
+    broker = AsyncBroker()
+    guard = guard_for(broker)
+
+    async def loop(fn: Callable[[], Any]) -> float:
+        start = time.perf_counter()
+        for _ in range(number):
+            await fn()
+        return (time.perf_counter() - start) / number
+
+    raw = asyncio.run(loop(lambda: broker.get_current_price("BTC-USD")))
+    guarded = asyncio.run(loop(lambda: guard.get_current_price("BTC-USD")))
+    return [("async raw get_current_price", raw, 1.0), ("async GuardedBroker.get_current_price", guarded, guarded / raw)]
+
+
+def failure_path(number: int) -> list[tuple[str, float, float]]:
+    broker = PaperBroker(prices={"BTC-USD": 1.0})
+    broker.delist("BAD-USD")
+    guard = guard_for(broker, freeze={"failure_threshold": 10**9})
+    raw_fail = per_call(lambda: _swallow(broker.get_current_price, "BAD-USD"), number, 3)
+    recorded = per_call(lambda: _swallow(guard.get_current_price, "BAD-USD"), number, 3)
+    guard.freeze_manager.freeze("FRZ-USD")
+    refused = per_call(lambda: _swallow(guard.get_current_price, "FRZ-USD"), number, 3)
+    down = PaperBroker(cash=5.0)
+    fallback_guard = guard_for(down, balance={"base_delay": 0.0, "max_delay": 0.0})
+    fallback_guard.get_account_balance()
+    down.failure_rate = 1.0
+
+    import logging
+
+    served = per_call(fallback_guard.get_account_balance, max(1, number // 10), 3)
+    return [
+        ("raw failing price call", raw_fail, 1.0),
+        ("guarded failing price call (failure recorded)", recorded, recorded / raw_fail),
+        ("guarded call on a frozen symbol (refused)", refused, refused / raw_fail),
+        ("fallback balance served (3 attempts, zero delays)", served, served / raw_fail),
+    ]
+
+
+def _swallow(fn: Callable[[str], Any], arg: str) -> None:
+    try:
+        fn(arg)
+    except Exception:
+        return
+
+
+def persistence(count: int) -> list[tuple[str, float, float]]:
+    with tempfile.TemporaryDirectory() as d:
+        manager = SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(d))
+        latencies = []
+        for i in range(count):
+            start = time.perf_counter()
+            manager.freeze(f"S{i}-USD")
+            latencies.append(time.perf_counter() - start)
+        p50 = statistics.median(latencies)
+        p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))]
+    return [("freeze reaching disk p50", p50, 1.0), ("freeze reaching disk p99", p99, p99 / p50)]
+
+
+def frozen_scaling(number: int) -> list[tuple[str, float, float]]:
+    rows = []
+    base = None
+    for frozen in (10, 10_000):
+        guard = guard_for(PaperBroker(prices={"BTC-USD": 1.0}))
+        manager = guard.freeze_manager
+        manager._persist(lambda data, n=frozen: data.setdefault("frozen", {}).update(
+            {f"F{i}/USD": manager._record(f"F{i}-USD", "bench", "", 0.0, 3, True).as_dict() for i in range(n)}
+        ))
+        seconds = per_call(lambda g=guard: g.get_current_price("BTC-USD"), number, 3)
+        base = base or seconds
+        rows.append((f"guarded price call, {frozen} symbols frozen", seconds, seconds / base))
+    return rows
+
+
+def liquidation_scaling(sizes: list[int]) -> list[tuple[str, float, float]]:
+    rows = []
+    for kind in ("dust", "normalize"):
+        base = None
+        for n in sizes:
+            prices = {f"A{i}-USD": 1.0 for i in range(n)}
+            positions = {f"A{i}-USD": 0.5 if i % 2 else 50.0 for i in range(n)}
+            guard = guard_for(PaperBroker(prices=prices, positions=positions))
+            start = time.perf_counter()
+            guard.dust(dry_run=False) if kind == "dust" else guard.normalize(dry_run=False)
+            seconds = time.perf_counter() - start
+            base = base or seconds / n
+            rows.append((f"{kind}() over {n} positions (per position)", seconds / n, (seconds / n) / base))
+    return rows
+
+
+def show(title: str, rows: list[tuple[str, float, float]]) -> None:
+    print(f"\n### {title}\n\n| case | per call | ratio to baseline |\n|---|---:|---:|")
+    for name, seconds, ratio in rows:
+        unit = f"{seconds * 1e9:,.0f} ns" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
+        print(f"| {name} | {unit} | {ratio:.2f}x |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: check that everything runs")
+    args = parser.parse_args()
+    import logging
+
+    logging.getLogger("broker_guard").setLevel(logging.ERROR)  # the benchmarks measure calls, not log output
+    n, r = (200, 1) if args.smoke else (200_000, 7)
+    print(f"broker_guard benchmarks on {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}, {platform.system()}")
+    show("Success path (sync)", success_path(n, r))
+    show("Success path (async)", async_path(n // 4))
+    show("Failure path (zero delays)", failure_path(max(50, n // 20)))
+    show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500))
+    show("Price call vs number of frozen symbols", frozen_scaling(n // 4))
+    show("Liquidation scaling", liquidation_scaling([10, 100] if args.smoke else [10, 100, 1_000, 10_000]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, SymbolFrozenError
+from broker_guard.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object]:
+    code = main(["--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+def test_freeze_status_unfreeze_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = str(tmp_path)
+    assert run(capsys, "--data-dir", d, "freeze", "LUNA-USD", "--reason", "delisted")[0] == 0
+    code, status = run(capsys, "--data-dir", d, "status")
+    assert code == 0 and status["frozen"]["LUNA-USD"]["reason"] == "delisted"  # type: ignore[index]
+    code, out = run(capsys, "--data-dir", d, "unfreeze", "LUNA-USD", "--reason", "relisted")
+    assert code == 0 and out == {"symbol": "LUNA-USD", "action": "unfreeze", "changed": True}
+    assert run(capsys, "--data-dir", d, "restrict", "XYZ-USD")[0] == 0
+    assert "XYZ/USD" in run(capsys, "--data-dir", d, "status")[1]["restricted"]  # type: ignore[index]
+
+
+def test_dust_normalize_and_health_on_paper(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = str(tmp_path)
+    code, dust = run(capsys, "--data-dir", d, "dust", "--dry-run")
+    assert code == 0 and dust["total_found"] == 2 and dust["closed"] == 0  # type: ignore[index]
+    code, norm = run(capsys, "--data-dir", d, "normalize")
+    assert code == 0 and norm["dry_run"] is True and norm["actions_required"] == 4  # type: ignore[index]
+    code, health = run(capsys, "--data-dir", d, "health")
+    assert code == 0 and health["ok"] is True  # type: ignore[index]
+    run(capsys, "--data-dir", d, "freeze", "A-USD")
+    Path(tmp_path, "cfg.json").write_text(json.dumps({"symbol_freeze": {"alert_frozen_count": 0}}))
+    code, health = run(capsys, "--data-dir", d, "--config", str(tmp_path / "cfg.json"), "health")
+    assert code == 1 and health["alerts"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--broker", "nope", "health"], "unknown broker spec"),
+        (["--broker", "no_such_module:make", "health"], "cannot load broker"),
+        (["freeze", "!!"], "bad symbol"),
+        (["--data-dir", "/nonexistent/dir", "status"], "does not exist"),
+    ],
+)
+def test_clear_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_ccxt_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ccxt")
+    monkeypatch.delenv("BROKER_GUARD_API_KEY", raising=False)
+    assert main(["--broker", "ccxt:kraken", "health"]) == 2
+    assert "BROKER_GUARD_API_KEY" in capsys.readouterr().err
+
+
+def test_unfreeze_from_the_cli_reaches_a_guard_in_another_process(tmp_path: Path) -> None:
+    clock = FakeClock()
+    guard = GuardedBroker(
+        PaperBroker(prices={"SOL-USD": 100.0}), GuardConfig.load(env={}), store=JsonFileStore(tmp_path), clock=clock, sleep=clock.sleep
+    )
+    guard.freeze_manager.freeze("SOL-USD", "test")
+    with pytest.raises(SymbolFrozenError):
+        guard.get_current_price("SOL-USD")
+    done = subprocess.run(
+        [sys.executable, "-m", "broker_guard.cli", "--data-dir", str(tmp_path), "unfreeze", "SOL-USD", "--reason", "ok"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    clock.advance(1.0)  # within the one-second refresh interval
+    assert guard.get_current_price("SOL-USD") == 100.0
+
+
+def test_demo_runs_and_shows_all_four_components(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data-dir", str(tmp_path), "demo"]) == 0
+    out = capsys.readouterr().out
+    for marker in ("USING FALLBACK BALANCE", "SYMBOL FROZEN: LUNA-USD", "DUST CLEANUP COMPLETE", "NORMALIZATION COMPLETE", "health: OK"):
+        assert marker in out, marker
