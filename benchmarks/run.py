@@ -1,7 +1,7 @@
 """Benchmarks: the guard's cost as ratios against baselines measured in the same run.
 
-    python benchmarks/run.py            # full run (a few minutes), prints the tables for docs/PERFORMANCE.md
-    python benchmarks/run.py --smoke    # seconds: checks every benchmark runs, not how fast
+python benchmarks/run.py            # full run (a few minutes), prints the tables for docs/PERFORMANCE.md
+python benchmarks/run.py --smoke    # seconds: checks every benchmark runs, not how fast
 """
 
 from __future__ import annotations
@@ -112,8 +112,6 @@ def failure_path(number: int) -> list[tuple[str, float, float]]:
     fallback_guard.get_account_balance()
     down.failure_rate = 1.0
 
-    import logging
-
     served = per_call(fallback_guard.get_account_balance, max(1, number // 10), 3)
     return [
         ("raw failing price call", raw_fail, 1.0),
@@ -149,9 +147,8 @@ def frozen_scaling(number: int) -> list[tuple[str, float, float]]:
     for frozen in (10, 10_000):
         guard = guard_for(PaperBroker(prices={"BTC-USD": 1.0}))
         manager = guard.freeze_manager
-        manager._persist(lambda data, n=frozen: data.setdefault("frozen", {}).update(
-            {f"F{i}/USD": manager._record(f"F{i}-USD", "bench", "", 0.0, 3, True).as_dict() for i in range(n)}
-        ))
+        records = {f"F{i}/USD": manager._record(f"F{i}-USD", "bench", "", 0.0, 3, True).as_dict() for i in range(frozen)}
+        manager._persist(lambda data, records=records: data.setdefault("frozen", {}).update(records))
         seconds = per_call(lambda g=guard: g.get_current_price("BTC-USD"), number, 3)
         base = base or seconds
         rows.append((f"guarded price call, {frozen} symbols frozen", seconds, seconds / base))

@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from broker_guard.clock import FakeClock
@@ -98,9 +97,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     stats = manager.get_stats()
     frozen = {s: info.as_dict() for s, info in manager.get_frozen_symbols().items()}
     balances = manager.store.read("balances")
-    payload = {"frozen": frozen, "pending": stats["pending_symbols"], "restricted": stats["restricted_symbols"], "balances": balances.get("balances", {}), "persistence": manager.store.health().as_dict()}
+    payload = {
+        "frozen": frozen,
+        "pending": stats["pending_symbols"],
+        "restricted": stats["restricted_symbols"],
+        "balances": balances.get("balances", {}),
+        "persistence": manager.store.health().as_dict(),
+    }
     lines = [f"Frozen symbols: {len(frozen)}"]
-    lines += [f"  {s}: {i['reason']} (since {i['frozen_at']}, {i['consecutive_failures']} failures{', REVIEW' if i['manual_review'] else ''})" for s, i in frozen.items()]
+    lines += [
+        f"  {s}: {i['reason']} (since {i['frozen_at']}, {i['consecutive_failures']} failures{', REVIEW' if i['manual_review'] else ''})"
+        for s, i in frozen.items()
+    ]
     lines.append(f"Pending failure counts: {stats['pending_symbols'] or 'none'}")
     lines.append(f"Restricted: {', '.join(stats['restricted_symbols']) or 'none'}")
     lines += [f"Last balance {k}: {v['value']} at {v['fetched_at']}" for k, v in payload["balances"].items()]
@@ -123,7 +131,11 @@ def cmd_symbol(args: argparse.Namespace) -> int:
     else:
         manager.unrestrict(symbol)
         changed = True
-    _emit(args, {"symbol": symbol, "action": args.command, "changed": changed}, f"{args.command} {symbol}: {'done' if changed else 'was not frozen'}")
+    _emit(
+        args,
+        {"symbol": symbol, "action": args.command, "changed": changed},
+        f"{args.command} {symbol}: {'done' if changed else 'was not frozen'}",
+    )
     return EXIT_OK
 
 
@@ -141,7 +153,11 @@ def cmd_dust(args: argparse.Namespace) -> int:
     result = _guard(args).dust(dry_run=args.dry_run, threshold_usd=args.threshold)
     figures = {k: v for k, v in result.items() if k != "positions"} | {"positions": result["positions"]}
     table = [f"{p['symbol']:<12} {p['status']:<9} ${p['usd_value'] or 0:>10.4f}  {p['reason']}" for p in result["positions"]]
-    _emit(args, figures, "\n".join([*table, f"closed {result['closed']}, failed {result['failed']}, cleaned ${result['total_value_cleaned']:.2f}"]))
+    _emit(
+        args,
+        figures,
+        "\n".join([*table, f"closed {result['closed']}, failed {result['failed']}, cleaned ${result['total_value_cleaned']:.2f}"]),
+    )
     return EXIT_ALERT if result["failed"] else EXIT_OK
 
 
@@ -159,11 +175,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     saved = (root.level, list(root.handlers))
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    root.handlers, root.level = [handler], logging.INFO
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)  # setLevel, not assignment: it clears the loggers' level caches
     try:
         return _demo(args)
     finally:
-        root.level, root.handlers = saved[0], saved[1]
+        root.handlers = saved[1]
+        root.setLevel(saved[0])
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -171,7 +189,7 @@ def _demo(args: argparse.Namespace) -> int:
     clock = FakeClock()
     broker = PaperBroker(prices=DEMO_PRICES, positions=DEMO_POSITIONS, cash=1000.0)
     config = GuardConfig.load(args.config, data_dir=data_dir, freeze={"auto_unfreeze": True})
-    guard = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)
+    guard: Any = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)  # typed as the broker it wraps
 
     def screen(title: str) -> None:
         print(f"\n{'#' * 70}\n# {title}\n{'#' * 70}")

@@ -46,7 +46,12 @@ def make_guard(clock: FakeClock) -> Callable[..., Any]:
     def make(broker: object, store: Any = None, **sections: Any) -> Any:
         config = GuardConfig.load(env={}, **sections)
         return GuardedBroker(
-            broker, config, store=store if store is not None else MemoryStore(), clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep
+            broker,
+            config,
+            store=store if store is not None else MemoryStore(),
+            clock=clock,
+            sleep=clock.sleep,
+            async_sleep=clock.async_sleep,
         )
 
     return make

@@ -102,7 +102,9 @@ def test_broker_with_only_a_plain_market_order(make_guard: Any) -> None:
 
 def test_order_rejected_below_minimum_is_reported_and_the_run_goes_on(make_guard: Any) -> None:
     class Strict(PaperBroker):
-        def place_market_order(self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False) -> Any:
+        def place_market_order(
+            self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False
+        ) -> Any:
             if symbol == "ETH-USD":
                 return super().place_market_order(symbol, side, quantity)  # ignores the force flag: rejected
             return super().place_market_order(symbol, side, quantity, force_liquidate=True)
@@ -198,7 +200,9 @@ def test_audit_file_after_a_crash_is_readable(tmp_path: Path, make_guard: Any) -
     assert [r["outcome"] for r in records] == ["pending", "closed", "pending", "closed"]
     for line in (tmp_path / "audit.jsonl").read_text().splitlines()[:-1]:
         record = json.loads(line)
-        assert record["time"].endswith("+00:00") and {"account", "symbol", "quantity", "value_usd", "price", "dry_run", "error"} <= set(record)
+        assert record["time"].endswith("+00:00") and {"account", "symbol", "quantity", "value_usd", "price", "dry_run", "error"} <= set(
+            record
+        )
 
 
 def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:

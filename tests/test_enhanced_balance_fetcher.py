@@ -108,7 +108,7 @@ def test_old_fallback_warns_and_too_old_is_refused(make_guard: Any, clock: FakeC
     assert "minutes old (over 30)" in caplog.text
     clock.advance(30 * 60)
     broker.script = [ConnectionError("down")] * 3
-    with pytest.raises(BalanceUnavailableError, match="over the 60.0 min limit") as info:
+    with pytest.raises(BalanceUnavailableError, match=r"over the 60\.0 min limit") as info:
         guard.get_account_balance()
     assert isinstance(info.value.cause, ConnectionError)
 

@@ -20,7 +20,9 @@ class RecordingBroker(PaperBroker):
         self.failing = failing
         self.placed: list[tuple[str, float]] = []
 
-    def place_market_order(self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False) -> Any:
+    def place_market_order(
+        self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False
+    ) -> Any:
         price = self.prices.get(symbol.replace("-", "/"))
         self.placed.append((symbol, quantity * price if price else float("nan")))
         if symbol in self.failing:
@@ -67,7 +69,12 @@ settings_args = dict(
 
 @given(**settings_args)
 def test_dust_never_closes_what_it_must_not(
-    portfolio: dict[str, tuple[float, float | None]], threshold: float, dry_run: bool, frozen: list[str], restricted: list[str], failing: list[str]
+    portfolio: dict[str, tuple[float, float | None]],
+    threshold: float,
+    dry_run: bool,
+    frozen: list[str],
+    restricted: list[str],
+    failing: list[str],
 ) -> None:
     broker, guard = _setup(portfolio, frozen, restricted, failing)
     result = guard.dust(dry_run=dry_run, threshold_usd=threshold)

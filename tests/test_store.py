@@ -55,7 +55,7 @@ def test_corrupt_file_is_moved_aside_and_last_good_copy_restored(tmp_path: Path,
 def test_garbage_without_good_copy_starts_empty_but_keeps_the_garbage(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_bytes(b"\x00\xffgarbage")
     assert JsonFileStore(tmp_path).read("state") == {}
-    assert list(tmp_path.glob("state.json.corrupt-*"))[0].read_bytes() == b"\x00\xffgarbage"
+    assert next(iter(tmp_path.glob("state.json.corrupt-*"))).read_bytes() == b"\x00\xffgarbage"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")

@@ -59,7 +59,9 @@ def test_a_mapping_of_three_accounts(clock: Any) -> None:
         "bob": PaperBroker(prices=PRICES, positions={"DOGE-USD": 3.0, "BTC-USD": 50.0}, account_id="bob"),
         "carol": PaperBroker(prices=PRICES, positions={"SOL-USD": 8.0}, account_id="carol"),
     }
-    result = run_normalization_pass(accounts, minimum_position_usd=7.50, dry_run=False, store=MemoryStore(), config=GuardConfig.load(env={}))
+    result = run_normalization_pass(
+        accounts, minimum_position_usd=7.50, dry_run=False, store=MemoryStore(), config=GuardConfig.load(env={})
+    )
     assert set(result["accounts"]) == {"alice", "bob", "carol"}
     assert result["accounts"]["alice"]["positions_closed"] == 1
     assert result["accounts"]["bob"]["positions_closed"] == 1 and result["accounts"]["bob"]["total_positions"] == 2
