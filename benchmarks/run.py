@@ -184,7 +184,7 @@ def main() -> int:
     args = parser.parse_args()
     import logging
 
-    logging.getLogger("broker_guard").setLevel(logging.ERROR)  # the benchmarks measure calls, not log output
+    logging.getLogger("broker_guard").setLevel(logging.CRITICAL)  # the benchmarks measure calls, not log output
     n, r = (200, 1) if args.smoke else (200_000, 7)
     print(f"broker_guard benchmarks on {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}, {platform.system()}")
     show("Success path (sync)", success_path(n, r))
