@@ -10,10 +10,11 @@ to it and why.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from broker_guard._singleton import SingletonFactory
@@ -25,20 +26,27 @@ log = logging.getLogger("broker_guard.dust")
 BAR = "=" * 70
 
 
-@dataclass
+@dataclass(frozen=True)
 class DustResult(Mapping[str, Any]):
-    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every outcome."""
+    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every outcome.
 
-    total_positions: int = 0
-    threshold_usd: float = 1.0
-    dry_run: bool = False
-    duration_seconds: float = 0.0
-    outcomes: list[Outcome] = field(default_factory=list)
+    Built once a run is over; its figures are computed once, on first use.
+    """
+
+    total_positions: int
+    threshold_usd: float
+    dry_run: bool
+    duration_seconds: float
+    outcomes: tuple[Outcome, ...]
 
     def _count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
     def as_dict(self) -> dict[str, Any]:
+        return dict(self._figures)
+
+    @functools.cached_property
+    def _figures(self) -> dict[str, Any]:
         dust = [o for o in self.outcomes if o.action == "close_dust"]
         return {
             "total_positions": self.total_positions,
@@ -57,13 +65,13 @@ class DustResult(Mapping[str, Any]):
         }
 
     def __getitem__(self, key: str) -> Any:
-        return self.as_dict()[key]
+        return self._figures[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.as_dict())
+        return iter(self._figures)
 
     def __len__(self) -> int:
-        return len(self.as_dict())
+        return len(self._figures)
 
 
 def _fmt_qty(position: Position) -> str:
@@ -96,7 +104,7 @@ class BrokerDustCleanup:
         log.info("   Found %d total positions", len(positions))
         dust, unknown = [], []
         for position in positions:
-            if position.closable and position.usd_value is not None and position.usd_value < threshold:
+            if position.worth_less_than(threshold):
                 log.info("   🗑️  DUST: %s - $%.4f (%s)", position.symbol, position.usd_value, _fmt_qty(position))
                 dust.append(position)
             elif not position.closable:
@@ -125,7 +133,7 @@ def run_dust_cleanup(
     scanner = scanner or BrokerDustCleanup(threshold, dry_run, config=guard.guard_config)
     positions, dust, unknown = scanner.scan(guard, threshold)
     run = Run(guard, "dust", dry_run, cap_usd)
-    result = DustResult(total_positions=len(positions), threshold_usd=threshold, dry_run=dry_run)
+    outcomes: list[Outcome] = []
     if dust:
         log.info("🚨 Found %d dust positions to clean up:\n   Total dust value: $%.4f", len(dust), sum(p.usd_value or 0 for p in dust))
     for position in dust:
@@ -136,14 +144,14 @@ def run_dust_cleanup(
             _fmt_qty(position),
             position.usd_value,
         )
-        result.outcomes.append(run.close(position, threshold, "close_dust"))
+        outcomes.append(run.close(position, threshold, "close_dust"))
     for position in unknown:
-        result.outcomes.append(run._record(Outcome(position, "skip", "skipped", position.problem or "not closable")))
+        outcomes.append(run._record(Outcome(position, "skip", "skipped", position.problem or "not closable")))
     for position in positions:
-        if position.closable and position.usd_value is not None and position.usd_value >= threshold:
-            result.outcomes.append(Outcome(position, "keep", "kept", "at or above the dust threshold", position.usd_value))
-    result.duration_seconds = time.monotonic() - started
-    figures = result.as_dict()
+        if position.closable and not position.worth_less_than(threshold):
+            outcomes.append(Outcome(position, "keep", "kept", "at or above the dust threshold", position.usd_value))
+    result = DustResult(len(positions), threshold, dry_run, time.monotonic() - started, tuple(outcomes))
+    figures = result._figures
     log.info(
         "\n%s\n🧹 DUST CLEANUP COMPLETE%s\n%s\n   Total Found: %d\n   Successfully Closed: %d\n   Failed: %d\n"
         "   Skipped (value unknown or changed): %d\n   Total Value Cleaned: $%.4f\n   Duration: %.2fs\n%s",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from broker_guard.clock import utc_iso
 from broker_guard.errors import StoreError
 from broker_guard.positions import Position, current_quantity, price_of
-from broker_guard.profiles import accepts_keyword
+from broker_guard.profiles import accepts_keyword, positional_params
 from broker_guard.redact import redact
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class Run:
 
     def close(self, position: Position, threshold: float, action: str) -> Outcome:
         """Close ``position`` if, valued again right now, it is still worth less than ``threshold``."""
-        if not position.closable or position.usd_value is None or not position.usd_value < threshold:
+        if not position.worth_less_than(threshold):
             return self._record(Outcome(position, action, "skipped", "not closable: " + (position.problem or "at or above threshold")))
         if self.dry_run:
             return self._record(Outcome(position, action, "dry_run", "dry run: no order placed", position.usd_value))
@@ -162,7 +162,7 @@ def place_close_order(guard: GuardedBroker, position: Position) -> Any:
         return broker.place_market_order(symbol, "sell", quantity, **extra)
     close = getattr(raw, "close_position", None)
     if callable(close):
-        return broker.close_position(symbol, quantity) if _takes_two(close) else broker.close_position(symbol)
+        return broker.close_position(symbol, quantity) if positional_params(close) >= 2 else broker.close_position(symbol)
     if callable(getattr(raw, "create_order", None)):
         amount = quantity
         to_precision = getattr(raw, "amount_to_precision", None)
@@ -172,13 +172,3 @@ def place_close_order(guard: GuardedBroker, position: Position) -> Any:
     if callable(market):
         return broker.place_market_order(symbol, "sell", quantity)
     raise TypeError(f"{type(raw).__name__} has no way to close a position (place_market_order, close_position, create_order)")
-
-
-def _takes_two(func: Any) -> bool:
-    import inspect
-
-    try:
-        params = [p for p in inspect.signature(func).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2

@@ -50,6 +50,10 @@ class Position:
     def closable(self) -> bool:
         return self.problem is None and self.usd_value is not None and self.quantity is not None and self.quantity > 0
 
+    def worth_less_than(self, threshold: float) -> bool:
+        """Closable and valued below ``threshold``: the only positions a liquidation may touch."""
+        return self.closable and self.usd_value is not None and self.usd_value < threshold
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "account": self.account,

@@ -163,6 +163,15 @@ def param_index(func: Callable[..., Any], name: str | None) -> int:
     return 0 if name == "symbol" and params and params[0].kind != param.VAR_KEYWORD else -1
 
 
+def positional_params(func: Callable[..., Any]) -> int:
+    """How many parameters ``func`` takes positionally (0 when its signature cannot be read)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 0
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
 def accepts_keyword(func: Callable[..., Any], name: str) -> bool:
     """Whether ``func`` takes ``name`` as a keyword (by name, or through ``**kwargs``)."""
     try:

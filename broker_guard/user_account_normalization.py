@@ -25,8 +25,8 @@ BAR = "=" * 70
 
 
 def _plan(positions: list[Position], minimum: float, consolidation: float) -> tuple[list[Position], list[Position]]:
-    small = [p for p in positions if p.closable and p.usd_value is not None and p.usd_value < minimum]
-    candidates = [p for p in positions if p.closable and p.usd_value is not None and minimum <= p.usd_value < consolidation]
+    small = [p for p in positions if p.worth_less_than(minimum)]
+    candidates = [p for p in positions if p.worth_less_than(consolidation) and not p.worth_less_than(minimum)]
     return small, candidates
 
 
