@@ -57,6 +57,17 @@ def _safe_value(portfolio: dict[str, tuple[float, float | None]], symbol: str) -
     return quantity * price if price is not None and quantity > 0 else None
 
 
+def _assert_no_unsafe_order(
+    broker: RecordingBroker, portfolio: dict[str, tuple[float, float | None]], dry_run: bool, limit: float, blocked: list[str]
+) -> None:
+    if dry_run:
+        assert broker.placed == []  # never in dry-run
+    for symbol, value in broker.placed:
+        assert value < limit  # never at or above the threshold
+        assert symbol not in {f"{a}-USD" for a in blocked}  # never on an unknown value (frozen, restricted)
+        assert _safe_value(portfolio, symbol) is not None  # never without a price or a long quantity
+
+
 settings_args = dict(
     portfolio=portfolios,
     threshold=st.floats(min_value=0.01, max_value=20),
@@ -78,13 +89,7 @@ def test_dust_never_closes_what_it_must_not(
 ) -> None:
     broker, guard = _setup(portfolio, frozen, restricted, failing)
     result = guard.dust(dry_run=dry_run, threshold_usd=threshold)
-    blocked = {f"{a}-USD" for a in frozen + restricted}
-    if dry_run:
-        assert broker.placed == []  # never in dry-run
-    for symbol, value in broker.placed:
-        assert value < threshold  # never at or above the threshold
-        assert symbol not in blocked  # never on an unknown value
-        assert _safe_value(portfolio, symbol) is not None
+    _assert_no_unsafe_order(broker, portfolio, dry_run, threshold, frozen + restricted)
     held = [f"{a}-USD" for a, (q, _p) in portfolio.items() if q != 0]
     reported = [p["symbol"] for p in result["positions"]]
     assert sorted(reported) == sorted(held)  # every position exactly once
@@ -113,11 +118,7 @@ def test_normalize_never_closes_what_it_must_not(
         close_consolidation_candidates=candidates,
         config=guard.guard_config,
     )
-    if dry_run:
-        assert broker.placed == []
-    for symbol, value in broker.placed:
-        assert value < limit
-        assert value < threshold * 1.5
-        assert symbol not in {f"{a}-USD" for a in frozen + restricted}
+    _assert_no_unsafe_order(broker, portfolio, dry_run, limit, frozen + restricted)
+    assert all(value < threshold * 1.5 for _s, value in broker.placed)
     held = sorted(f"{a}-USD" for a, (q, _p) in portfolio.items() if q != 0)
     assert sorted(a["symbol"] for a in result["actions"]) == held

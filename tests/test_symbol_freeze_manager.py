@@ -88,12 +88,17 @@ def _freeze(m: SymbolFreezeManager, symbol: str = "AUTX-USD") -> None:
         m.record_price_fetch_failure(symbol, "Price not available")
 
 
-def test_cooldown_probe_success_unfreezes(make_guard: Any, paper: Any, clock: FakeClock) -> None:
-    guard = make_guard(paper)
-    paper.delist("ETH-USD")
+def _delist_and_freeze(guard: Any, paper: Any, symbol: str = "ETH-USD") -> None:
+    """Freeze ``symbol`` the way production does: three failing price calls through the guard."""
+    paper.delist(symbol)
     for _ in range(3):
         with pytest.raises(Exception, match="Price not available"):
-            guard.get_current_price("ETH-USD")
+            guard.get_current_price(symbol)
+
+
+def test_cooldown_probe_success_unfreezes(make_guard: Any, paper: Any, clock: FakeClock) -> None:
+    guard = make_guard(paper)
+    _delist_and_freeze(guard, paper)
     with pytest.raises(SymbolFrozenError):
         guard.get_current_price("ETH-USD")
     paper.relist("ETH-USD")
@@ -107,10 +112,7 @@ def test_cooldown_probe_success_unfreezes(make_guard: Any, paper: Any, clock: Fa
 
 def test_cooldown_probe_failure_freezes_again(make_guard: Any, paper: Any, clock: FakeClock) -> None:
     guard = make_guard(paper)
-    paper.delist("ETH-USD")
-    for _ in range(3):
-        with pytest.raises(Exception, match="Price not available"):
-            guard.get_current_price("ETH-USD")
+    _delist_and_freeze(guard, paper)
     clock.advance(24 * 3600)
     calls_before = paper.calls["get_current_price"]
     with pytest.raises(Exception, match="Price not available"):
