@@ -141,6 +141,45 @@ def persistence(count: int) -> list[tuple[str, float, float]]:
     return [("freeze reaching disk p50", p50, 1.0), ("freeze reaching disk p99", p99, p99 / p50)]
 
 
+def _record_failures(data_dir: str, worker: int, count: int, start: Any) -> None:
+    """One process: ``count`` failure records on a shared data_dir (never reaching the freeze threshold)."""
+    import logging
+
+    logging.getLogger("broker_guard").setLevel(logging.CRITICAL)
+    manager = SymbolFreezeManager(FreezePolicy(failure_threshold=10**9), store=JsonFileStore(data_dir))
+    start.wait()
+    for i in range(count):
+        manager.record_price_fetch_failure(f"W{i % 8}-USD", "symbol not found")
+
+
+def failure_throughput(per_process: int) -> list[tuple[str, float, float]]:
+    """Failure records per second with 1, 2 and 4 processes on one data_dir; the counts must add up (no lost update)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    base = None
+    for processes in (1, 2, 4):
+        with tempfile.TemporaryDirectory() as d:
+            start = ctx.Barrier(processes + 1)
+            workers = [ctx.Process(target=_record_failures, args=(d, w, per_process, start)) for w in range(processes)]
+            for w in workers:
+                w.start()
+            start.wait()
+            began = time.perf_counter()
+            for w in workers:
+                w.join()
+            elapsed = time.perf_counter() - began
+            counted = sum(SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(d)).get_stats()["pending_symbols"].values())
+            total = processes * per_process
+            if counted != total or any(w.exitcode for w in workers):
+                raise SystemExit(f"lost updates: {counted} failures counted of {total} recorded by {processes} processes")
+            rate = total / elapsed
+            base = base or rate
+            rows.append((f"failure records/s, {processes} process(es), {total} records, none lost", rate, rate / base))
+    return rows
+
+
 def frozen_scaling(number: int) -> list[tuple[str, float, float]]:
     rows = []
     base = None
@@ -171,11 +210,14 @@ def liquidation_scaling(sizes: list[int]) -> list[tuple[str, float, float]]:
     return rows
 
 
-def show(title: str, rows: list[tuple[str, float, float]]) -> None:
-    print(f"\n### {title}\n\n| case | per call | ratio to baseline |\n|---|---:|---:|")
-    for name, seconds, ratio in rows:
-        unit = f"{seconds * 1e9:,.0f} ns" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
-        print(f"| {name} | {unit} | {ratio:.2f}x |")
+def show(title: str, rows: list[tuple[str, float, float]], per_second: bool = False) -> None:
+    print(f"\n### {title}\n\n| case | {'per second' if per_second else 'per call'} | ratio to baseline |\n|---|---:|---:|")
+    for name, value, ratio in rows:
+        print(f"| {name} | {f'{value:,.0f}' if per_second else _duration(value)} | {ratio:.2f}x |")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e9:,.0f} ns" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
 
 
 def main() -> int:
@@ -191,6 +233,7 @@ def main() -> int:
     show("Success path (async)", async_path(n // 4))
     show("Failure path (zero delays)", failure_path(max(50, n // 20)))
     show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500))
+    show("Failure records, processes sharing a data_dir (JSON store)", failure_throughput(10 if args.smoke else 200), per_second=True)
     show("Price call vs number of frozen symbols", frozen_scaling(n // 4))
     show("Liquidation scaling", liquidation_scaling([10, 100] if args.smoke else [10, 100, 1_000, 10_000]))
     return 0

@@ -20,8 +20,13 @@ EXIT_SIDES = frozenset({"sell", "close", "exit", "reduce"})
 ENTRY_SIDES = frozenset({"buy", "long", "short", "open"})
 
 
+_INF = math.inf
+
+
 def plain_price(value: Any) -> float | None:
     """A price that can be right: a finite number above zero (bools and strings are not prices)."""
+    if type(value) is float:  # the common case first: the success path of every price call runs this
+        return value if 0.0 < value < _INF else None  # NaN fails both comparisons
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None
     number = float(value)

@@ -2,15 +2,17 @@
 
 Every attribute of the broker still works and ``isinstance(guarded,
 type(broker))`` holds. The methods a profile names are intercepted by
-defining them on a per-broker-class subclass of ``GuardedBroker`` (no
-``__getattr__`` tricks), so unguarded methods pass through wrapt at C speed.
+defining them on a subclass of ``GuardedBroker`` made for each guard (no
+``__getattr__`` tricks; wrapt's ``AutoObjectProxy`` does the same). They are
+closures over the guard's parts, so the success path reads no attribute
+through the proxy. Replacing ``__wrapped__`` afterwards is not supported:
+guard the new broker with a new ``GuardedBroker``.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,13 +27,12 @@ from broker_guard.events import EventHook
 from broker_guard.profiles import EXIT_SIDES, MethodSpec, Profile, account_key, param_index, resolve_profile
 from broker_guard.redact import redact, secrets_of
 from broker_guard.store import Store, open_store
-from broker_guard.symbol_freeze_manager import PROBE, SymbolFreezeManager
+from broker_guard.symbol_freeze_manager import ALLOW, PROBE, SymbolFreezeManager
+from broker_guard.symbols import _cache as symbols_cache
 from broker_guard.symbols import canonical_symbol
 
 log = logging.getLogger("broker_guard.proxy")
 
-_classes: dict[tuple[Any, ...], type] = {}
-_classes_lock = threading.Lock()
 OWN_API = ("health", "dust", "find_dust", "normalize", "positions", "start_maintenance", "stop_maintenance")
 
 
@@ -49,8 +50,8 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def __new__(cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any) -> GuardedBroker:
         if isinstance(broker, GuardedBroker):
             raise TypeError("this broker is already guarded; wrap the raw broker once")
-        resolved = resolve_profile(broker, profile)
-        instance: GuardedBroker = super().__new__(_guarded_class(cls, broker, resolved))
+        layout = _layout(broker, resolve_profile(broker, profile))
+        instance: GuardedBroker = super().__new__(_guarded_class(cls, broker, layout))
         return instance
 
     def __init__(
@@ -103,6 +104,7 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             account=self._self_account,
         )
         self._self_maintenance: Any = None
+        _install_methods(self)
         shadowed = [n for n in OWN_API if hasattr(type(broker), n)]
         if shadowed:
             log.warning("broker attributes %s are shadowed by GuardedBroker's own; reach them via .__wrapped__", shadowed)
@@ -186,38 +188,86 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def __repr__(self) -> str:
         return redact(f"<GuardedBroker account={self._self_account!r} of {self.__wrapped__!r}>", self._self_secrets)
 
-    # -- the decisions shared by every generated method ----------------------------------------
 
-    def _self_price_failed(self, symbol: str, canon: str, exc: BaseException, mode: int, kind: FailureKind | None = None) -> None:
-        freeze: SymbolFreezeManager = self._self_freeze
-        kind = kind or self._self_balance.kind_of(exc)
+class _Parts:
+    """What the generated methods of one guard close over: read as closure cells, not proxy attributes.
+
+    Every attribute read on a ``wrapt`` proxy goes through its C ``getattro``
+    (~100 ns each); the success path of a price call reads none.
+    """
+
+    __slots__ = ("account", "balance", "broker", "config", "freeze", "secrets")
+
+    def __init__(self, guard: GuardedBroker) -> None:
+        self.broker: Any = guard.__wrapped__
+        self.freeze: SymbolFreezeManager = guard._self_freeze
+        self.balance: EnhancedBalanceFetcher = guard._self_balance
+        self.config: GuardConfig = guard._self_config
+        self.secrets: tuple[str, ...] = guard._self_secrets
+        self.account: str = guard._self_account
+
+    def admit(self, symbol: str, canon: str) -> int | None:
+        """The freeze manager's verdict; None when a refused call should answer None (``frozen_returns_none``)."""
+        try:
+            return self.freeze.admit(canon)
+        except GuardRefusedError:
+            if self.config.freeze.frozen_returns_none:
+                return None
+            raise
+
+    def price_failed(self, symbol: str, canon: str, exc: BaseException, mode: int, kind: FailureKind | None = None) -> None:
+        kind = kind or self.balance.kind_of(exc)
         if mode == PROBE and (kind.retryable or kind is FailureKind.AUTH):
-            freeze.end_probe(canon)  # no verdict on the symbol from an outage
+            self.freeze.end_probe(canon)  # no verdict on the symbol from an outage
             return
-        freeze.record_price_fetch_failure(symbol, exc, kind=kind)
+        self.freeze.record_price_fetch_failure(symbol, exc, kind=kind)
 
-    def _self_invalid_price(self, symbol: str, canon: str, value: Any, mode: int) -> InvalidResponseError:
-        error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(value), self._self_secrets)[:80]}")
-        self._self_price_failed(symbol, canon, error, mode, FailureKind.INVALID_RESPONSE)
+    def invalid_price(self, symbol: str, canon: str, value: Any, mode: int) -> InvalidResponseError:
+        error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(value), self.secrets)[:80]}")
+        self.price_failed(symbol, canon, error, mode, FailureKind.INVALID_RESPONSE)
         return error
 
+    def succeeded(self, canon: str, mode: int) -> None:
+        if mode or canon in self.freeze._counts:
+            self.freeze.record_success(canon, probe=mode == PROBE)
 
-def _guarded_class(cls: type, broker: object, profile: Profile) -> type:
-    """The subclass of ``cls`` with one guarded method per role method ``broker`` has (cached)."""
+
+_Layout = tuple[tuple[str, MethodSpec, bool, tuple[int, int]], ...]
+
+
+def _layout(broker: object, profile: Profile) -> _Layout:
+    """One entry per role method ``broker`` has: name, spec, async or not, and where symbol and side are."""
     present = profile.present(broker)
-    layout = tuple(
+    return tuple(
         (name, spec, inspect.iscoroutinefunction(getattr(broker, name)), _indexes(getattr(broker, name), spec))
         for name, spec in present.items()
     )
-    key = (cls, type(broker), layout)
-    with _classes_lock:
-        sub = _classes.get(key)
-        if sub is None:
-            methods: dict[str, Any] = {name: _make_method(name, spec, is_async, idx) for name, spec, is_async, idx in layout}
-            methods["__module__"] = cls.__module__
-            sub = type(f"{cls.__name__}[{type(broker).__name__}]", (cls,), methods)
-            _classes[key] = sub
-    return sub
+
+
+def _guarded_class(cls: type, broker: object, layout: _Layout) -> type:
+    """A fresh subclass of ``cls`` for one guard; ``__init__`` installs its methods as closures.
+
+    Until then every role method refuses, so a guard whose ``__init__`` never
+    ran can never pass an order through unguarded.
+    """
+    methods: dict[str, Any] = {name: _not_initialised(name) for name, *_ in layout}
+    methods["__module__"] = cls.__module__
+    methods["_guard_layout"] = layout
+    return type(f"{cls.__name__}[{type(broker).__name__}]", (cls,), methods)
+
+
+def _install_methods(guard: GuardedBroker) -> None:
+    parts = _Parts(guard)
+    sub = type(guard)
+    for name, spec, is_async, indexes in sub._guard_layout:  # type: ignore[attr-defined]
+        setattr(sub, name, _make_method(parts, name, spec, is_async, indexes))
+
+
+def _not_initialised(name: str) -> Callable[..., Any]:
+    def refuse(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"GuardedBroker.{name}: the guard was not initialised (GuardedBroker.__init__ did not run)")
+
+    return refuse
 
 
 def _indexes(method: Callable[..., Any], spec: MethodSpec) -> tuple[int, int]:
@@ -236,14 +286,14 @@ def _is_exit(spec: MethodSpec, side: Any, kwargs: dict[str, Any]) -> bool:
     return isinstance(side, str) and side.lower() in EXIT_SIDES
 
 
-def _make_method(name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
+def _make_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
     if spec.role == "balance":
-        return _balance_method(name, is_async)
+        return _balance_method(parts, name, is_async)
     if spec.role == "price":
-        return (_many_prices_method if spec.many else _price_method)(name, spec, is_async, indexes[0])
+        return (_many_prices_method if spec.many else _price_method)(parts, name, spec, is_async, indexes[0])
     if spec.role == "order":
-        return _order_method(name, spec, is_async, indexes)
-    return _passthrough_method(name, is_async)
+        return _order_method(parts, name, spec, is_async, indexes)
+    return _passthrough_method(parts, name, is_async)
 
 
 def _signature(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -253,58 +303,55 @@ def _signature(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def _balance_method(name: str, is_async: bool) -> Callable[..., Any]:
+def _balance_method(parts: _Parts, name: str, is_async: bool) -> Callable[..., Any]:
+    broker, fetcher, account = parts.broker, parts.balance, parts.account
+    plain_key = (account, name)
     if is_async:
 
         async def balance_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-            key = (self._self_account, _signature(name, args, kwargs))
-            return await self._self_balance.call_async(getattr(self.__wrapped__, name), args, kwargs, key)
+            key = (account, _signature(name, args, kwargs)) if args or kwargs else plain_key
+            return await fetcher.call_async(getattr(broker, name), args, kwargs, key)
 
         return balance_async
 
     def balance(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-        key = (self._self_account, name if not (args or kwargs) else _signature(name, args, kwargs))
-        return self._self_balance.call(getattr(self.__wrapped__, name), args, kwargs, key)
+        key = (account, _signature(name, args, kwargs)) if args or kwargs else plain_key
+        return fetcher.call(getattr(broker, name), args, kwargs, key)
 
     return balance
 
 
-def _price_method(name: str, spec: MethodSpec, is_async: bool, index: int) -> Callable[..., Any]:
-    pname = spec.symbol
-    extract = spec.price
-
-    def admit(self: GuardedBroker, symbol: Any) -> tuple[str, int] | None:
-        canon = canonical_symbol(symbol)
-        try:
-            return canon, self._self_freeze.admit(canon)
-        except GuardRefusedError:
-            if self._self_config.freeze.frozen_returns_none:
-                return None
-            raise
+def _price_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, index: int) -> Callable[..., Any]:
+    """The hot path: a cached canonical form, one set lookup and one clock read before the broker call."""
+    broker, freeze, pname, extract = parts.broker, parts.freeze, spec.symbol, spec.price
+    clock, canonical, known = freeze._clock, canonical_symbol, symbols_cache
 
     if is_async:
 
         async def price_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-            symbol = _arg(args, kwargs, index, pname)
+            symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
             if not isinstance(symbol, str):
-                return await getattr(self.__wrapped__, name)(*args, **kwargs)
-            admitted = admit(self, symbol)
-            if admitted is None:
-                return None
-            canon, mode = admitted
+                return await getattr(broker, name)(*args, **kwargs)
+            canon = known.get(symbol) or canonical(symbol)
+            mode = ALLOW
+            if canon in freeze._blocked or clock() >= freeze._next_refresh:
+                admitted = parts.admit(symbol, canon)
+                if admitted is None:
+                    return None
+                mode = admitted
             try:
-                value = await getattr(self.__wrapped__, name)(*args, **kwargs)
+                value = await getattr(broker, name)(*args, **kwargs)
             except Exception as exc:
-                self._self_price_failed(symbol, canon, exc, mode)
+                parts.price_failed(symbol, canon, exc, mode)
                 raise
             except BaseException:  # cancelled: no verdict
                 if mode == PROBE:
-                    self._self_freeze.end_probe(canon)
+                    freeze.end_probe(canon)
                 raise
             if extract(value) is None:
-                raise self._self_invalid_price(symbol, canon, value, mode)
-            if mode or canon in self._self_freeze._counts:
-                self._self_freeze.record_success(canon, probe=mode == PROBE)
+                raise parts.invalid_price(symbol, canon, value, mode)
+            if mode or canon in freeze._counts:
+                parts.succeeded(canon, mode)
             return value
 
         return price_async
@@ -312,33 +359,34 @@ def _price_method(name: str, spec: MethodSpec, is_async: bool, index: int) -> Ca
     def price(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
         symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
         if not isinstance(symbol, str):
-            return getattr(self.__wrapped__, name)(*args, **kwargs)
-        admitted = admit(self, symbol)
-        if admitted is None:
-            return None
-        canon, mode = admitted
+            return getattr(broker, name)(*args, **kwargs)
+        canon = known.get(symbol) or canonical(symbol)
+        mode = ALLOW
+        if canon in freeze._blocked or clock() >= freeze._next_refresh:
+            admitted = parts.admit(symbol, canon)
+            if admitted is None:
+                return None
+            mode = admitted
         try:
-            value = getattr(self.__wrapped__, name)(*args, **kwargs)
+            value = getattr(broker, name)(*args, **kwargs)
         except Exception as exc:
-            self._self_price_failed(symbol, canon, exc, mode)
+            parts.price_failed(symbol, canon, exc, mode)
             raise
         if extract(value) is None:
-            raise self._self_invalid_price(symbol, canon, value, mode)
-        if mode or canon in self._self_freeze._counts:
-            self._self_freeze.record_success(canon, probe=mode == PROBE)
+            raise parts.invalid_price(symbol, canon, value, mode)
+        if mode or canon in freeze._counts:
+            parts.succeeded(canon, mode)
         return value
 
     return price
 
 
-def _many_prices_method(name: str, spec: MethodSpec, is_async: bool, index: int) -> Callable[..., Any]:
+def _many_prices_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, index: int) -> Callable[..., Any]:
     """ccxt ``fetch_tickers``: frozen symbols are left out of the call and the answer, not the whole call failed."""
+    broker, freeze, extract = parts.broker, parts.freeze, spec.price
     pname = spec.symbol or "symbols"
-    extract = spec.price
 
-    def before(
-        self: GuardedBroker, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, int]]:
+    def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, int]]:
         symbols = _arg(args, kwargs, index, pname)
         modes: dict[str, int] = {}
         if symbols is None:
@@ -346,7 +394,7 @@ def _many_prices_method(name: str, spec: MethodSpec, is_async: bool, index: int)
         kept = []
         for symbol in symbols:
             try:
-                modes[symbol] = self._self_freeze.admit(canonical_symbol(symbol))
+                modes[symbol] = freeze.admit(canonical_symbol(symbol))
                 kept.append(symbol)
             except GuardRefusedError:
                 log.debug("left %s out of %s: frozen or restricted", symbol, name)
@@ -356,74 +404,75 @@ def _many_prices_method(name: str, spec: MethodSpec, is_async: bool, index: int)
             kwargs = {**kwargs, pname: kept}
         return args, kwargs, modes
 
-    def after(self: GuardedBroker, value: Any, modes: dict[str, int]) -> Any:
+    def after(value: Any, modes: dict[str, int]) -> Any:
         if not isinstance(value, Mapping):
             return value
         out = {}
-        freeze = self._self_freeze
         for symbol, ticker in value.items():
             canon = canonical_symbol(symbol)
             mode = modes.get(symbol, 0)
             if not modes and canon in freeze._blocked:
                 continue
             if extract(ticker) is None:
-                self._self_invalid_price(symbol, canon, ticker, mode)
+                parts.invalid_price(symbol, canon, ticker, mode)
                 continue
-            if mode or canon in freeze._counts:
-                freeze.record_success(canon, probe=mode == PROBE)
+            parts.succeeded(canon, mode)
             out[symbol] = ticker
         return out
 
     if is_async:
 
         async def tickers_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-            args, kwargs, modes = before(self, args, kwargs)
+            args, kwargs, modes = before(args, kwargs)
             if modes == {} and _arg(args, kwargs, index, pname) == []:
                 return {}
-            return after(self, await getattr(self.__wrapped__, name)(*args, **kwargs), modes)
+            return after(await getattr(broker, name)(*args, **kwargs), modes)
 
         return tickers_async
 
     def tickers(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-        args, kwargs, modes = before(self, args, kwargs)
+        args, kwargs, modes = before(args, kwargs)
         if modes == {} and _arg(args, kwargs, index, pname) == []:
             return {}
-        return after(self, getattr(self.__wrapped__, name)(*args, **kwargs), modes)
+        return after(getattr(broker, name)(*args, **kwargs), modes)
 
     return tickers
 
 
-def _order_method(name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
+def _order_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
     """Entries on frozen or restricted symbols are refused before the broker sees them; exits pass.
 
     Orders are never retried: a retried order can fill twice.
     """
+    broker, freeze = parts.broker, parts.freeze
     symbol_index, side_index = indexes
     pname, sname = spec.symbol, spec.side
 
-    def check(self: GuardedBroker, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         symbol = _arg(args, kwargs, symbol_index, pname)
         if isinstance(symbol, str) and not _is_exit(spec, _arg(args, kwargs, side_index, sname), kwargs):
-            self._self_freeze.check_entry(canonical_symbol(symbol))
+            freeze.check_entry(canonical_symbol(symbol))
 
     if is_async:
 
         async def order_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-            check(self, args, kwargs)
-            return await getattr(self.__wrapped__, name)(*args, **kwargs)
+            check(args, kwargs)
+            return await getattr(broker, name)(*args, **kwargs)
 
         return order_async
 
     def order(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-        check(self, args, kwargs)
-        return getattr(self.__wrapped__, name)(*args, **kwargs)
+        check(args, kwargs)
+        return getattr(broker, name)(*args, **kwargs)
 
     return order
 
 
-def _passthrough_method(name: str, is_async: bool) -> Callable[..., Any]:
+def _passthrough_method(parts: _Parts, name: str, is_async: bool) -> Callable[..., Any]:
+    broker = parts.broker
+
     def passthrough(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.__wrapped__, name)(*args, **kwargs)
+        return getattr(broker, name)(*args, **kwargs)
 
     return passthrough
 

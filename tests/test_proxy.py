@@ -182,3 +182,20 @@ def test_secrets_in_broker_errors_are_redacted_from_logs(make_guard: Any, caplog
         guard.get_current_price("Q-USD")
     assert "AKIA-SECRET-KEY-123" not in caplog.text and "abcdef0123" not in caplog.text
     assert "AKIA-SECRET-KEY-123" not in repr(guard)
+
+
+def test_each_guard_has_its_own_methods_and_sees_a_method_patched_on_the_broker(make_guard: Any) -> None:
+    first, second = BotBroker(), BotBroker()
+    guard_one, guard_two = make_guard(first), make_guard(second)
+    assert type(guard_one) is not type(guard_two)  # closures over each guard's own parts
+    second.get_current_price = lambda symbol: 99.0  # type: ignore[method-assign]
+    assert guard_one.get_current_price("X-USD") == 10.0
+    assert guard_two.get_current_price("X-USD") == 99.0
+
+
+def test_a_guard_whose_init_never_ran_refuses_instead_of_passing_through() -> None:
+    broker = PaperBroker(prices={"BTC-USD": 1.0}, cash=1_000.0)
+    half_built = GuardedBroker.__new__(GuardedBroker, broker)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        half_built.place_market_order("BTC-USD", "buy", 1.0)
+    assert broker.orders == []
