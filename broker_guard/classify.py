@@ -67,7 +67,7 @@ _MESSAGE_RULES: tuple[tuple[re.Pattern[str], FailureKind], ...] = (
     (re.compile(r"insufficient (funds|balance)", re.I), FailureKind.INSUFFICIENT_FUNDS),
     (
         re.compile(
-            r"delisted|not available|not found|unknown (symbol|product|pair|market)|invalid (symbol|product|pair|market)"
+            r"delisted|not available|not found|unknown (asset )?(symbol|product|pair|market)|invalid (asset )?(symbol|product|pair|market)"
             r"|no such (symbol|product|market)|suspended|halted|bad symbol|invalid price",
             re.I,
         ),

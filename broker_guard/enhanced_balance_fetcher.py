@@ -110,7 +110,7 @@ class _Run:
         level = logging.WARNING if self.verbose else logging.DEBUG
         log.log(level, "⚠️  Balance fetch failed (attempt %d/%d): %s", self.attempt, policy.max_attempts, message)
         if not kind.retryable:
-            log.error("Balance fetch failed with a %s error, not retried and not answered from cache: %s", kind.value, message)
+            log.error("Balance fetch failed with an error of kind %s, not retried and not answered from cache: %s", kind.value, message)
             raise exc
         if self.attempt >= policy.max_attempts:
             return None

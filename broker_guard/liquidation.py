@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from broker_guard._async_bridge import resolve
+from broker_guard.ccxt_support import close_amount
 from broker_guard.clock import utc_iso
 from broker_guard.errors import StoreError
 from broker_guard.positions import Position, current_quantity, price_of
-from broker_guard.profiles import accepts_keyword, positional_params
+from broker_guard.profiles import accepts_keyword, is_ccxt, positional_params
 from broker_guard.redact import redact
 
 if TYPE_CHECKING:
@@ -98,7 +100,12 @@ class Run:
             return self._record(Outcome(position, action, "skipped", f"now worth ${value:.4f}, at or above ${threshold:.2f}", value))
         if self.cap_usd is not None and self.closed_usd + value > self.cap_usd:
             return self._record(Outcome(position, action, "skipped", f"per-run cap of ${self.cap_usd:.2f} reached", value))
-        fresh = Position(position.account, position.symbol, position.asset, quantity, price, value, position.reported_value, position.lots)
+        if is_ccxt(self.guard.__wrapped__):
+            amount, refused = close_amount(self.guard.__wrapped__, position.symbol, quantity, price)
+            if amount is None:
+                return self._record(Outcome(position, action, "skipped", refused or "exchange minimum", value))
+            quantity, value = amount, amount * price
+        fresh = replace(position, quantity=quantity, price=price, usd_value=value)
         self.audit(Outcome(fresh, action, "pending", "order being sent", value))
         try:
             order = place_close_order(self.guard, fresh)
@@ -148,27 +155,26 @@ def place_close_order(guard: GuardedBroker, position: Position) -> Any:
 
     Preference: ``place_market_order(..., force_liquidate=True)`` (and
     ``ignore_min_trade=True`` when accepted), then ``close_position``, then
-    ccxt's ``create_order(symbol, 'market', 'sell', amount)``, then a plain
-    market sell.
+    ``create_order(symbol, 'market', 'sell', amount)``, then a plain market
+    sell. A ccxt exchange always gets ``create_order``: its ``close_position``
+    is for derivatives and raises NotSupported on most spot exchanges.
     """
     raw = guard.__wrapped__
     broker: Any = guard  # the guarded methods are generated per broker class
     symbol, quantity = position.symbol, position.quantity
+    if is_ccxt(raw):  # Run.close sized the amount with the exchange's precision and minimums
+        return resolve(broker.create_order(symbol, "market", "sell", quantity))
     market = getattr(raw, "place_market_order", None)
     if callable(market) and accepts_keyword(market, "force_liquidate"):
         extra = {"force_liquidate": True}
         if accepts_keyword(market, "ignore_min_trade"):
             extra["ignore_min_trade"] = True
-        return broker.place_market_order(symbol, "sell", quantity, **extra)
+        return resolve(broker.place_market_order(symbol, "sell", quantity, **extra))
     close = getattr(raw, "close_position", None)
     if callable(close):
-        return broker.close_position(symbol, quantity) if positional_params(close) >= 2 else broker.close_position(symbol)
+        return resolve(broker.close_position(symbol, quantity) if positional_params(close) >= 2 else broker.close_position(symbol))
     if callable(getattr(raw, "create_order", None)):
-        amount = quantity
-        to_precision = getattr(raw, "amount_to_precision", None)
-        if callable(to_precision):
-            amount = float(to_precision(symbol, quantity))
-        return broker.create_order(symbol, "market", "sell", amount)
+        return resolve(broker.create_order(symbol, "market", "sell", quantity))
     if callable(market):
-        return broker.place_market_order(symbol, "sell", quantity)
+        return resolve(broker.place_market_order(symbol, "sell", quantity))
     raise TypeError(f"{type(raw).__name__} has no way to close a position (place_market_order, close_position, create_order)")

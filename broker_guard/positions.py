@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from broker_guard._async_bridge import resolve
 from broker_guard.errors import BrokerGuardError
+from broker_guard.profiles import is_ccxt
 from broker_guard.redact import redact
 from broker_guard.symbols import base_asset, canonical_symbol, quote_asset
 
@@ -148,11 +150,18 @@ def _merge_lots(lots: list[Position]) -> Position:
 def read_positions(guard: GuardedBroker) -> list[Position]:
     """The broker's positions through the profile's positions method (raises when it has none)."""
     raw_broker = guard.__wrapped__
+    quotes = guard.guard_config.guard.quote_assets
+    if is_ccxt(raw_broker):
+        from broker_guard import ccxt_support
+
+        if ccxt_support.is_spot(raw_broker):  # fresh from the exchange: never a fallback balance
+            return ccxt_support.spot_positions(raw_broker, resolve(raw_broker.fetch_balance()), guard.account, quotes)
+        return ccxt_support.derivative_positions(resolve(raw_broker.fetch_positions()), guard.account)
     method = guard._self_profile.first(raw_broker, "positions")
     if method is None:
         raise TypeError(f"{type(raw_broker).__name__} has no positions method; name one in a custom profile")
-    raw = getattr(guard, method)()
-    return parse_positions(raw, guard.account, guard.guard_config.guard.quote_assets)
+    raw = resolve(getattr(guard, method)())
+    return parse_positions(raw, guard.account, quotes)
 
 
 def price_of(guard: GuardedBroker, symbol: str) -> tuple[float | None, str | None]:
@@ -166,7 +175,7 @@ def price_of(guard: GuardedBroker, symbol: str) -> tuple[float | None, str | Non
         return None, "broker has no price method"
     spec = profile.methods[method]
     try:
-        value = getattr(guard, method)(symbol)
+        value = resolve(getattr(guard, method)(symbol))
     except BrokerGuardError as exc:
         return None, f"price refused: {type(exc).__name__}"
     except Exception as exc:
@@ -199,7 +208,7 @@ def current_quantity(guard: GuardedBroker, position: Position) -> float | None:
     raw_broker = guard.__wrapped__
     single = getattr(raw_broker, "get_position", None)
     if callable(single):
-        entry = single(position.symbol)
+        entry = resolve(single(position.symbol))
         if entry is None:
             return 0.0
         fresh = parse_positions([entry], position.account, ())

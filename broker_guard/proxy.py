@@ -18,6 +18,7 @@ from typing import Any
 
 import wrapt
 
+from broker_guard._async_bridge import run_in_thread
 from broker_guard.classify import FailureKind
 from broker_guard.clock import Clock, Sleep, asyncio_sleep, system_clock, system_sleep
 from broker_guard.config import GuardConfig
@@ -33,7 +34,7 @@ from broker_guard.symbols import canonical_symbol
 
 log = logging.getLogger("broker_guard.proxy")
 
-OWN_API = ("health", "dust", "find_dust", "normalize", "positions", "start_maintenance", "stop_maintenance")
+OWN_API = ("health", "dust", "find_dust", "normalize", "valued_positions", "start_maintenance", "stop_maintenance")
 
 
 class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
@@ -104,6 +105,7 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             account=self._self_account,
         )
         self._self_maintenance: Any = None
+        self._self_is_async = any(is_async for _, _, is_async, _ in type(self)._guard_layout)  # type: ignore[attr-defined]
         _install_methods(self)
         shadowed = [n for n in OWN_API if hasattr(type(broker), n)]
         if shadowed:
@@ -133,49 +135,58 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
 
         return guard_health(self)
 
-    def positions(self) -> list[Any]:
+    def valued_positions(self) -> Any:
         """The broker's positions, normalised (lots summed) and valued through the guard."""
         from broker_guard.positions import read_positions, value_position
 
-        return [value_position(self, p) for p in read_positions(self)]
+        return self._self_run(lambda: [value_position(self, p) for p in read_positions(self)])
 
-    def find_dust(self, threshold_usd: float | None = None) -> list[Any]:
+    def find_dust(self, threshold_usd: float | None = None) -> Any:
         """Positions worth less than the dust threshold whose value is known."""
         from broker_guard.broker_dust_cleanup import BrokerDustCleanup
 
         cleanup = BrokerDustCleanup(self._self_config.dust.threshold_usd, self._self_config.dust.dry_run, config=self._self_config)
-        return cleanup.find_dust_positions(self, threshold_usd)
+        return self._self_run(lambda: cleanup.find_dust_positions(self, threshold_usd))
 
     def dust(self, dry_run: bool | None = None, threshold_usd: float | None = None) -> Any:
         """Close every dust position at the broker (``config.dust``: threshold, dry-run, per-run cap)."""
         from broker_guard.broker_dust_cleanup import run_dust_cleanup
 
         policy = self._self_config.dust
-        return run_dust_cleanup(
-            self,
-            policy.threshold_usd if threshold_usd is None else threshold_usd,
-            policy.dry_run if dry_run is None else dry_run,
-            policy.max_usd_per_run,
+        return self._self_run(
+            lambda: run_dust_cleanup(
+                self,
+                policy.threshold_usd if threshold_usd is None else threshold_usd,
+                policy.dry_run if dry_run is None else dry_run,
+                policy.max_usd_per_run,
+            )
         )
 
     def normalize(
         self, dry_run: bool = True, minimum_position_usd: float | None = None, consolidation_threshold_usd: float | None = None
-    ) -> dict[str, Any]:
-        """Close positions below the minimum, flag consolidation candidates; dry-run unless told otherwise."""
+    ) -> Any:
+        """Close positions below the minimum, flag consolidation candidates; dry-run unless told otherwise.
+
+        Returns the result dict; for an async broker, an awaitable of it (as do ``dust``, ``positions`` and ``find_dust``).
+        """
         from broker_guard.user_account_normalization import run_normalization_pass
 
-        return run_normalization_pass(
-            self,
-            minimum_position_usd,
-            dry_run,
-            consolidation_threshold_usd=consolidation_threshold_usd,
-            config=self._self_config,
+        return self._self_run(
+            lambda: run_normalization_pass(
+                self,
+                minimum_position_usd,
+                dry_run,
+                consolidation_threshold_usd=consolidation_threshold_usd,
+                config=self._self_config,
+            )
         )
 
     def start_maintenance(self, **kwargs: Any) -> Any:
         """Start the background thread that runs scheduled dust cleanup and startup normalization."""
         from broker_guard.maintenance import Maintenance
 
+        if self._self_is_async:
+            raise TypeError("the maintenance thread is for sync brokers; with an async broker, await guard.dust() in your own loop")
         if self._self_maintenance is None:
             self._self_maintenance = Maintenance(self, **kwargs)
         self._self_maintenance.start()
@@ -184,6 +195,10 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def stop_maintenance(self, timeout: float = 10.0) -> None:
         if self._self_maintenance is not None:
             self._self_maintenance.stop(timeout)
+
+    def _self_run(self, work: Callable[[], Any]) -> Any:
+        """Run a liquidation-engine job: directly, or for an async broker as an awaitable (see ``_async_bridge``)."""
+        return run_in_thread(work) if self._self_is_async else work()
 
     def __repr__(self) -> str:
         return redact(f"<GuardedBroker account={self._self_account!r} of {self.__wrapped__!r}>", self._self_secrets)

@@ -1,0 +1,282 @@
+"""The ccxt profile against real ccxt exchange objects (Binance and Kraken, sync and async).
+
+ccxt's own request signing, response parsing and error mapping run: only the
+API host is a local server answering with recorded-shape JSON and real error
+statuses (``ccxt_server``). No test reaches the internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+ccxt = pytest.importorskip("ccxt")
+import ccxt.async_support as ccxt_async  # noqa: E402
+from ccxt_fixtures import (  # noqa: E402
+    BINANCE_BAD_KEY,
+    BINANCE_RATE_LIMIT,
+    KRAKEN_BAD_KEY,
+    binance_server,
+    kraken_server,
+)
+from ccxt_server import ExchangeServer  # noqa: E402
+
+from broker_guard import FakeClock, GuardConfig, GuardedBroker, MemoryStore, SymbolFrozenError  # noqa: E402
+from broker_guard.profiles import CCXT  # noqa: E402
+
+API_KEY = "AKIAKEYDONOTLEAK123456"
+SECRET = base64.b64encode(b"SECRET-DO-NOT-LEAK-987654").decode()
+
+
+@dataclass
+class Venue:
+    """One exchange as the tests see it: its server paths, symbols and error answers."""
+
+    name: str
+    ticker: str
+    balance: str
+    order: str
+    usd: str  # the quote the positions are priced in
+    auth_error: tuple[int, Any]
+    unavailable: tuple[int, Any]
+    rate_limited: tuple[int, Any]
+
+    def symbol(self, base: str) -> str:
+        return f"{base}/{self.usd}"
+
+
+BINANCE = Venue(
+    "binance",
+    "/api/v3/ticker/24hr",
+    "/api/v3/account",
+    "/api/v3/order",
+    "USDT",
+    (401, BINANCE_BAD_KEY),
+    (503, "Service Unavailable"),
+    (429, BINANCE_RATE_LIMIT),
+)
+KRAKEN = Venue(
+    "kraken",
+    "/0/public/Ticker",
+    "/0/private/BalanceEx",
+    "/0/private/AddOrder",
+    "USD",
+    (200, KRAKEN_BAD_KEY),
+    (520, "Service Unavailable"),
+    (200, {"error": ["EAPI:Rate limit exceeded"]}),
+)
+
+
+def make_exchange(venue: Venue, is_async: bool) -> tuple[Any, ExchangeServer]:
+    module = ccxt_async if is_async else ccxt
+    if venue.name == "binance":
+        holdings = {
+            "USDT": ("100.0", "0"),
+            "BTC": ("0.01", "0"),
+            "ETH": ("0.003", "0"),
+            "DOGE": ("3", "0"),
+            "SHIB": ("50000", "0"),
+            "OLD": ("5", "0"),
+        }
+        server = binance_server(holdings)
+        options = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
+        exchange = module.binance({"apiKey": API_KEY, "secret": SECRET, "options": options})
+    else:
+        server = kraken_server({"ZUSD": "100.0", "XXBT": "0.01", "XETH": "0.0003", "XXDG": "3", "OLD": "5"})
+        exchange = module.kraken({"apiKey": API_KEY, "secret": SECRET})
+    return server.point(exchange), server
+
+
+async def maybe(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+Scenario = Callable[[Any, Any, ExchangeServer, Venue, FakeClock], Awaitable[None]]
+
+
+def run(venue: Venue, is_async: bool, scenario: Scenario, **sections: Any) -> None:
+    """Build the exchange, its server and a guard on an injected clock, then run ``scenario`` in one event loop."""
+    exchange, server = make_exchange(venue, is_async)
+    clock = FakeClock()
+    config = GuardConfig.load(env={}, **sections)
+    guard = GuardedBroker(exchange, config, store=MemoryStore(), clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep)
+
+    async def body() -> None:
+        try:
+            await maybe(exchange.load_markets())
+            await scenario(exchange, guard, server, venue, clock)
+        finally:
+            await maybe(exchange.close()) if is_async else None
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.close()
+
+
+VENUES = pytest.mark.parametrize("venue", [BINANCE, KRAKEN], ids=lambda v: v.name)
+MODES = pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+
+
+@VENUES
+@MODES
+def test_ccxt_exchanges_get_the_ccxt_profile_and_prices_pass_through(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        assert guard._self_profile is CCXT and guard._self_is_async is is_async
+        ticker = await maybe(guard.fetch_ticker(venue.symbol("BTC")))
+        assert ticker["last"] == 50_000.0
+        tickers = await maybe(guard.fetch_tickers([venue.symbol("BTC"), venue.symbol("ETH")]))
+        assert set(tickers) == {venue.symbol("BTC"), venue.symbol("ETH")}
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_balance_retries_network_errors_then_serves_the_whole_last_known_balance(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        good = await maybe(guard.fetch_balance())
+        assert good["total"]["BTC"] == 0.01
+        server.fail(venue.balance, *venue.unavailable, times=2)
+        before = len(server.calls(venue.balance))
+        again = await maybe(guard.fetch_balance())
+        assert again["total"]["BTC"] == 0.01 and len(server.calls(venue.balance)) - before == 3  # 2 failures, 1 success
+        assert len(clock.sleeps) == 2 and clock.sleeps[1] >= 0  # backoff waits, injected
+        server.fail(venue.balance, *venue.unavailable, times=10)
+        served = await maybe(guard.fetch_balance())
+        assert served["total"] == good["total"] and served["free"] == good["free"]  # the whole dict, as last seen
+
+    run(venue, is_async, scenario, balance={"jitter": False})
+
+
+@VENUES
+@MODES
+def test_rate_limits_are_retried_with_backoff(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        server.fail(venue.balance, *venue.rate_limited, times=1)
+        balance = await maybe(guard.fetch_balance())
+        assert balance["total"]["BTC"] == 0.01 and clock.sleeps == [1.0]
+
+    run(venue, is_async, scenario, balance={"jitter": False, "base_delay": 1.0})
+
+
+@VENUES
+@MODES
+def test_authentication_errors_are_not_retried_nor_hidden_by_a_fallback(
+    venue: Venue, is_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        server.fail(venue.balance, *venue.auth_error, times=5)
+        with pytest.raises(ccxt.AuthenticationError):
+            await maybe(guard.fetch_balance())
+        assert len(server.calls(venue.balance)) == 1 and clock.sleeps == []
+
+    with caplog.at_level(logging.DEBUG):
+        run(venue, is_async, scenario)
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("broker_guard"))
+    assert "not retried" in ours and API_KEY not in ours and SECRET not in ours  # ccxt's own DEBUG lines are its business
+
+
+@VENUES
+@MODES
+def test_a_delisted_symbol_freezes_after_the_threshold_and_is_then_refused_without_a_request(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        old = venue.symbol("OLD")
+        for _ in range(3):
+            with pytest.raises(ccxt.ExchangeError):  # ccxt's own BadSymbol (Binance) / ExchangeError (Kraken)
+                await maybe(guard.fetch_ticker(old))
+        assert guard.freeze_manager.is_frozen(old)
+        sent = len(server.calls(venue.ticker))
+        with pytest.raises(SymbolFrozenError):
+            await maybe(guard.fetch_ticker(old))
+        assert len(server.calls(venue.ticker)) == sent  # refused before ccxt saw it
+        tickers = await maybe(guard.fetch_tickers([venue.symbol("BTC"), old]))
+        assert list(tickers) == [venue.symbol("BTC")]  # left out of the call, not the whole call failed
+        assert "OLD" not in str(server.calls(venue.ticker)[-1].query)
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_network_errors_on_prices_do_not_count_toward_freezing(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        server.fail(venue.ticker, *venue.unavailable, times=5)
+        for _ in range(5):
+            with pytest.raises(ccxt.NetworkError):
+                await maybe(guard.fetch_ticker(venue.symbol("BTC")))
+        assert not guard.freeze_manager.is_frozen(venue.symbol("BTC"))
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_entries_on_a_frozen_symbol_are_refused_before_the_exchange_and_exits_pass(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        doge = venue.symbol("DOGE")
+        guard.freeze_manager.freeze(doge, "test")
+        with pytest.raises(SymbolFrozenError):
+            await maybe(guard.create_order(doge, "market", "buy", 100))
+        assert server.calls(venue.order) == []
+        order = await maybe(guard.create_order(doge, "market", "sell", 3))
+        assert order["amount"] == 3.0 and len(server.calls(venue.order)) == 1
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_dust_reads_spot_balances_and_respects_the_exchanges_minimums(venue: Venue, is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        positions = {p.symbol: p for p in await maybe(guard.valued_positions())}
+        assert set(positions) >= {venue.symbol(b) for b in ("BTC", "ETH", "DOGE", "OLD")}
+        assert venue.symbol(venue.usd) not in positions  # cash is not a position
+        assert positions[venue.symbol("OLD")].usd_value is None  # its ticker fails: value unknown
+
+        dry = await maybe(guard.dust(dry_run=True))
+        assert server.calls(venue.order) == [] and dry["dry_run_would_close"] >= 1
+
+        result = await maybe(guard.dust(dry_run=False))
+        outcomes = {o.position.symbol: o for o in result.outcomes}
+        closed = [s for s, o in outcomes.items() if o.status == "closed"]
+        if venue.name == "binance":  # DOGE $0.45 clears its $0.10 minimum; SHIB $0.50 is under its $1 minimum
+            assert closed == ["DOGE/USDT"]
+            assert outcomes["SHIB/USDT"].status == "skipped" and "minimum" in outcomes["SHIB/USDT"].reason
+            assert server.calls(venue.order)[0].form["quantity"] == "3"
+        else:  # ETH 0.0003 ($0.75) clears Kraken's $0.50 cost minimum; 3 DOGE is under its 50 DOGE order minimum
+            assert closed == ["ETH/USD"]
+            assert outcomes["DOGE/USD"].status == "skipped" and "minimum" in outcomes["DOGE/USD"].reason
+            assert server.calls(venue.order)[0].form["volume"] == "0.0003"
+        assert len(server.calls(venue.order)) == 1  # nothing else: not BTC, not OLD (unknown value)
+        assert outcomes[venue.symbol("BTC")].status == "kept" and outcomes[venue.symbol("OLD")].status != "closed"
+
+    run(venue, is_async, scenario)
+
+
+@MODES
+def test_normalize_closes_under_the_minimum_through_create_order(is_async: bool) -> None:
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        result = await maybe(guard.normalize(dry_run=False, minimum_position_usd=10.0))
+        sent = [(r.form or r.query).get("symbol") for r in server.calls(venue.order)]
+        assert sorted(sent) == ["DOGEUSDT", "ETHUSDT"]  # ETH $7.50 and DOGE $0.45; SHIB under the exchange minimum
+        assert result["account_errors"] == {}
+
+    run(BINANCE, is_async, scenario)
+
+
+def test_sync_engine_refuses_to_drive_an_async_exchange_without_await() -> None:
+    from broker_guard._async_bridge import resolve
+
+    async def coroutine() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="await"):
+        resolve(coroutine())
