@@ -20,7 +20,7 @@ from typing import Any
 from broker_guard._singleton import SingletonFactory
 from broker_guard.config import GuardConfig
 from broker_guard.liquidation import Outcome, Run
-from broker_guard.positions import Position, read_positions, value_position
+from broker_guard.positions import Position, read_positions, value_positions
 
 log = logging.getLogger("broker_guard.dust")
 BAR = "=" * 70
@@ -100,7 +100,7 @@ class BrokerDustCleanup:
     def scan(self, guard: Any, threshold: float) -> tuple[list[Position], list[Position], list[Position]]:
         """(all positions valued, dust, unknown-value) for one guarded broker."""
         log.info("🔍 Fetching all positions from broker...")
-        positions = [value_position(guard, p) for p in read_positions(guard)]
+        positions = value_positions(guard, read_positions(guard))
         log.info("   Found %d total positions", len(positions))
         dust, unknown = [], []
         for position in positions:

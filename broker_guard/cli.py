@@ -15,11 +15,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from broker_guard.clock import FakeClock
 from broker_guard.config import GuardConfig
 from broker_guard.errors import BrokerGuardError, ConfigError
+from broker_guard.events import GuardEvent
 from broker_guard.paper import PaperBroker
 from broker_guard.proxy import GuardedBroker
 from broker_guard.store import open_store
@@ -139,8 +140,36 @@ def cmd_symbol(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class ProgressBar:
+    """Positions valued so far, on stderr, for scans of at least ``minimum`` positions (stdout stays for results).
+
+    A terminal gets one redrawn bar; a log file or pipe gets a line every tenth of the way.
+    """
+
+    def __init__(self, stream: TextIO, minimum: int = 20, width: int = 30) -> None:
+        self.stream, self.minimum, self.width = stream, minimum, width
+        self._last_tenth = -1
+
+    def __call__(self, event: GuardEvent) -> None:
+        if event.kind != "scan" or event.detail["total"] < self.minimum:
+            return
+        done, total = event.detail["done"], event.detail["total"]
+        if self.stream.isatty():
+            filled = self.width * done // total
+            self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} positions valued")
+            if done == total:
+                self.stream.write("\n")
+        else:
+            tenth = 10 * done // total
+            if tenth == self._last_tenth:
+                return
+            self._last_tenth = tenth
+            self.stream.write(f"{done}/{total} positions valued\n")
+        self.stream.flush()
+
+
 def _guard(args: argparse.Namespace) -> GuardedBroker:
-    return GuardedBroker(make_broker(args.broker), _config(args))
+    return GuardedBroker(make_broker(args.broker), _config(args), on_event=ProgressBar(sys.stderr))
 
 
 def cmd_health(args: argparse.Namespace) -> int:

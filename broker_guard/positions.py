@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker_guard._async_bridge import resolve
 from broker_guard.errors import BrokerGuardError
+from broker_guard.events import GuardEvent, emit
 from broker_guard.profiles import is_ccxt
 from broker_guard.redact import redact
 from broker_guard.symbols import base_asset, canonical_symbol, quote_asset
@@ -201,6 +202,17 @@ def value_position(guard: GuardedBroker, position: Position) -> Position:
     if reported is not None and abs(value - reported) > tolerance * max(abs(reported), abs(value)):
         return replace(position, price=price, problem=f"value unknown: computed ${value:.4f} but broker reports ${reported:.4f}")
     return replace(position, price=price, usd_value=value)
+
+
+def value_positions(guard: GuardedBroker, positions: list[Position]) -> list[Position]:
+    """Value each position; a ``scan`` event after each one lets a command line draw progress on long scans."""
+    hook = guard._self_on_event
+    out = []
+    for done, position in enumerate(positions, 1):
+        out.append(value_position(guard, position))
+        if hook is not None:
+            emit(hook, GuardEvent("scan", guard._self_clock(), position.symbol, {"done": done, "total": len(positions)}))
+    return out
 
 
 def current_quantity(guard: GuardedBroker, position: Position) -> float | None:

@@ -137,9 +137,9 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
 
     def valued_positions(self) -> Any:
         """The broker's positions, normalised (lots summed) and valued through the guard."""
-        from broker_guard.positions import read_positions, value_position
+        from broker_guard.positions import read_positions, value_positions
 
-        return self._self_run(lambda: [value_position(self, p) for p in read_positions(self)])
+        return self._self_run(lambda: value_positions(self, read_positions(self)))
 
     def find_dust(self, threshold_usd: float | None = None) -> Any:
         """Positions worth less than the dust threshold whose value is known."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from broker_guard.config import GuardConfig
 from broker_guard.liquidation import Outcome, Run
-from broker_guard.positions import Position, read_positions, value_position
+from broker_guard.positions import Position, read_positions, value_positions
 from broker_guard.store import Store
 
 log = logging.getLogger("broker_guard.normalize")
@@ -34,7 +34,7 @@ def normalize_account(guard: Any, *, minimum: float, consolidation: float, close
     """One account's pass: scan, plan, execute (or not); a dict with the seed's keys."""
     started = time.monotonic()
     log.info("\n%s\n🔍 SCANNING POSITIONS FOR NORMALIZATION (%s)\n%s", BAR, guard.account, BAR)
-    positions = [value_position(guard, p) for p in read_positions(guard)]
+    positions = value_positions(guard, read_positions(guard))
     log.info("   Found %d total positions", len(positions))
     small, candidates = _plan(positions, minimum, consolidation)
     for p in small:

@@ -280,3 +280,23 @@ def test_sync_engine_refuses_to_drive_an_async_exchange_without_await() -> None:
 
     with pytest.raises(TypeError, match="await"):
         resolve(coroutine())
+
+
+@MODES
+def test_the_ccxt_examples_strategy_runs_on_a_guarded_exchange(is_async: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "examples" / "guard_a_ccxt_exchange.py"
+    spec = importlib.util.spec_from_file_location("guard_a_ccxt_exchange", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+        symbols = [venue.symbol("BTC"), venue.symbol("ETH")]
+        await example.async_strategy_tick(guard, symbols) if is_async else example.strategy_tick(guard, symbols)
+
+    run(BINANCE, is_async, scenario)
+    out = capsys.readouterr().out
+    assert "free cash: 100.0" in out and "BTC/USDT: 50000.0" in out

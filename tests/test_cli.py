@@ -87,3 +87,22 @@ def test_demo_runs_and_shows_all_four_components(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     for marker in ("USING FALLBACK BALANCE", "SYMBOL FROZEN: LUNA-USD", "DUST CLEANUP COMPLETE", "NORMALIZATION COMPLETE", "health: OK"):
         assert marker in out, marker
+
+
+def many_positions() -> PaperBroker:
+    """A ``module:factory`` broker for the CLI: 60 positions, half of them dust."""
+    prices = {f"A{i}-USD": 1.0 for i in range(60)}
+    return PaperBroker(prices=prices, positions={s: 0.5 if i % 2 else 20.0 for i, s in enumerate(prices)})
+
+
+def test_long_scans_draw_progress_on_stderr_and_keep_stdout_for_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--json", "--data-dir", str(tmp_path), "--broker", "test_cli:many_positions", "dust", "--dry-run"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["dry_run_would_close"] == 30
+    lines = captured.err.splitlines()
+    assert "60/60 positions valued" in lines and len(lines) == 11  # 0/10 .. 10/10 of the way, not one line per position
+
+
+def test_short_scans_draw_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--json", "--data-dir", str(tmp_path), "dust", "--dry-run"])
+    assert "positions valued" not in capsys.readouterr().err
