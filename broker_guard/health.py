@@ -27,6 +27,8 @@ def guard_health(guard: GuardedBroker) -> dict[str, Any]:
     if not persistence["ok"] or stats["store_problem"]:
         why = "; ".join(f"{k}: {v}" for k, v in persistence["degraded"].items()) or stats["store_problem"]
         alerts.append(f"Persistence degraded, state kept in memory: {why}")
+    if persistence["recovered"]:
+        alerts.append(f"State restored from the last good copy (damaged file kept as .corrupt-*): {', '.join(persistence['recovered'])}")
     return {
         "ok": not alerts,
         "alerts": alerts,

@@ -400,8 +400,14 @@ class SymbolFreezeManager:
         for name, loader in ((STATE, self._load_state), (RESTRICTED, self._load_restricted)):
             version = self.store.version(name)
             if force or version != self._versions.get(name):
+                try:
+                    data = self.store.read(name)
+                except StoreError as exc:  # a lock held past its timeout: trade on what this process knows
+                    self._store_problem = str(exc)
+                    log.warning("freeze state not reloaded (%s); using this process's copy until the next refresh", exc)
+                    continue
                 self._versions[name] = version
-                loader(self.store.read(name))
+                loader(data)
 
     def _load_state(self, data: dict[str, Any]) -> None:
         frozen: dict[str, FrozenSymbol] = {}

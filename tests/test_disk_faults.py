@@ -1,0 +1,109 @@
+"""Disk faults under a running guard: the trading loop keeps working, nothing persisted is lost, health says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import filelock
+import pytest
+
+from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, SymbolFrozenError
+
+
+def file_guard(tmp_path: Path, clock: FakeClock, lock_timeout: float = 5.0, **broker: Any) -> tuple[Any, PaperBroker]:
+    paper = PaperBroker(prices={"BTC-USD": 50_000.0, "ETH-USD": 2_500.0}, cash=1_000.0, **broker)
+    paper.delist("OLD-USD")
+    config = GuardConfig.load(env={}, data_dir=str(tmp_path), guard={"refresh_interval_seconds": 0.0})
+    store = JsonFileStore(tmp_path, lock_timeout=lock_timeout, clock=clock)
+    guard = GuardedBroker(paper, config, store=store, clock=clock, sleep=clock.sleep)
+    return guard, paper
+
+
+def fail_price(guard: Any, symbol: str, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(Exception):  # noqa: B017 - the paper broker's symbol error
+            guard.get_current_price(symbol)
+
+
+def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    guard, _ = file_guard(tmp_path, clock)
+    guard.get_account_balance()
+    fail_price(guard, "OLD-USD", 1)
+    real_mkstemp = __import__("tempfile").mkstemp
+
+    def no_space(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", no_space)
+    fail_price(guard, "OLD-USD", 2)  # the third failure freezes, in memory
+    with pytest.raises(SymbolFrozenError):
+        guard.get_current_price("OLD-USD")
+    assert guard.get_current_price("BTC-USD") == 50_000.0 and guard.get_account_balance() == 1_000.0
+    health = guard.health()
+    assert not health["ok"] and any("No space left" in a for a in health["alerts"])
+    on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
+    assert on_disk["failures"]["OLD/USD"]["count"] == 1  # what was persisted before is intact
+
+    monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", real_mkstemp)
+    guard.freeze_manager.freeze("ETH-USD", "operator")  # the next write replays what was kept in memory
+    on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
+    assert {"OLD/USD", "ETH/USD"} <= set(on_disk["frozen"])
+    assert guard.health()["persistence"]["ok"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not an object"])
+def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(tmp_path: Path, clock: FakeClock, damage: str) -> None:
+    guard, _ = file_guard(tmp_path, clock)
+    fail_price(guard, "OLD-USD", 3)
+    guard.freeze_manager.freeze("ETH-USD", "operator")  # the .bak now holds OLD/USD frozen
+    path = tmp_path / "symbol_freeze.json"
+    text = path.read_text()
+    path.write_text({"truncated": text[: len(text) // 2], "garbage": "\x00\xff{{{", "empty": "", "not an object": "[1, 2]"}[damage])
+
+    fresh, _ = file_guard(tmp_path, clock)
+    with pytest.raises(SymbolFrozenError):
+        fresh.get_current_price("OLD-USD")  # the freeze survived through the last good copy
+    assert fresh.get_current_price("BTC-USD") == 50_000.0
+    health = fresh.health()
+    assert health["persistence"]["recovered"] and any("last good copy" in a for a in health["alerts"])
+    assert any(p.name.startswith("symbol_freeze.json.corrupt-") for p in tmp_path.iterdir())  # kept for a post-mortem
+
+
+def test_a_stale_lock_file_left_by_a_dead_process_does_not_block(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "symbol_freeze.json.lock").write_text("12345")  # a lock file, not a held lock
+    guard, _ = file_guard(tmp_path, clock, lock_timeout=0.2)
+    fail_price(guard, "OLD-USD", 3)
+    assert guard.freeze_manager.is_frozen("OLD-USD") and guard.health()["ok"]
+
+
+def test_a_lock_that_cannot_be_taken_in_time_does_not_stop_the_trading_loop(tmp_path: Path, clock: FakeClock) -> None:
+    guard, _ = file_guard(tmp_path, clock, lock_timeout=0.05)
+    guard.freeze_manager.freeze("SOL-USD", "operator")  # the state file exists
+    other = filelock.FileLock(tmp_path / "symbol_freeze.json.lock")
+    with other:  # another process holds the freeze state's lock past the timeout
+        state = tmp_path / "symbol_freeze.json"
+        os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))  # and changed it: a reload is due
+        clock.advance(1)
+        assert guard.get_current_price("BTC-USD") == 50_000.0  # served; no StoreLockTimeoutError into the loop
+        fail_price(guard, "OLD-USD", 3)  # failures are counted in memory meanwhile
+        with pytest.raises(SymbolFrozenError):
+            guard.get_current_price("OLD-USD")
+        health = guard.health()
+        assert not health["ok"] and any("locked" in a for a in health["alerts"])
+    guard.freeze_manager.freeze("ETH-USD", "operator")  # lock free again: state reaches disk
+    assert guard.health()["ok"], guard.health()["alerts"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions; the disk-full test covers the same path")
+def test_read_only_data_dir(tmp_path: Path, clock: FakeClock) -> None:
+    guard, _ = file_guard(tmp_path, clock)
+    guard.get_current_price("BTC-USD")
+    tmp_path.chmod(0o500)
+    try:
+        fail_price(guard, "OLD-USD", 3)
+        assert guard.freeze_manager.is_frozen("OLD-USD") and not guard.health()["ok"]
+    finally:
+        tmp_path.chmod(0o700)
