@@ -11,7 +11,6 @@ to it and why.
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from broker_guard._singleton import SingletonFactory
 from broker_guard.config import GuardConfig
 from broker_guard.liquidation import Outcome, Run
 from broker_guard.positions import Position, read_positions, value_positions
+from broker_guard.redact import logger as redact_logger
 
-log = logging.getLogger("broker_guard.dust")
+log = redact_logger("broker_guard.dust")
 BAR = "=" * 70
 
 

@@ -29,10 +29,11 @@ from broker_guard.config import BalancePolicy, GuardConfig
 from broker_guard.errors import BalanceUnavailableError, InvalidResponseError, StoreError
 from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.profiles import GENERIC, account_key
+from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.store import MemoryStore, Store, open_store
 
-log = logging.getLogger("broker_guard.balance")
+log = redact_logger("broker_guard.balance")
 
 STATE = "balances"
 _BALANCE_KEYS = ("free", "used", "total")

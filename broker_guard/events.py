@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("broker_guard.events")
+from broker_guard.redact import logger as redact_logger
+
+log = redact_logger("broker_guard.events")
 
 
 @dataclass(frozen=True)

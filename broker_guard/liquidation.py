@@ -9,7 +9,6 @@ every action, dry or real, goes to the audit log.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -21,12 +20,13 @@ from broker_guard.clock import utc_iso
 from broker_guard.errors import StoreError
 from broker_guard.positions import Position, current_quantity, price_of
 from broker_guard.profiles import accepts_keyword, is_ccxt, positional_params
+from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 
 if TYPE_CHECKING:
     from broker_guard.proxy import GuardedBroker
 
-log = logging.getLogger("broker_guard.liquidation")
+log = redact_logger("broker_guard.liquidation")
 
 AUDIT = "audit"
 _FAILED_STATUSES = frozenset({"rejected", "failed", "error", "canceled", "cancelled", "expired"})

@@ -6,15 +6,16 @@ trading loop it runs beside must not be stopped by housekeeping.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from typing import TYPE_CHECKING, Any
 
+from broker_guard.redact import logger as redact_logger
+
 if TYPE_CHECKING:
     from broker_guard.proxy import GuardedBroker
 
-log = logging.getLogger("broker_guard.maintenance")
+log = redact_logger("broker_guard.maintenance")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

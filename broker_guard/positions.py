@@ -8,7 +8,6 @@ it is reported and never liquidated.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -19,13 +18,14 @@ from broker_guard._async_bridge import resolve
 from broker_guard.errors import BrokerGuardError
 from broker_guard.events import GuardEvent, emit
 from broker_guard.profiles import is_ccxt
+from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.symbols import base_asset, canonical_symbol, quote_asset
 
 if TYPE_CHECKING:
     from broker_guard.proxy import GuardedBroker
 
-log = logging.getLogger("broker_guard.positions")
+log = redact_logger("broker_guard.positions")
 
 SYMBOL_KEYS = ("symbol", "product_id", "instrument", "pair", "ticker")
 ASSET_KEYS = ("currency", "asset", "base", "base_currency", "coin")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterable
 
 _KEY_NAMES = (
@@ -20,6 +22,8 @@ _PAIR = re.compile(
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _HEADER = re.compile(r"(?i)\b(x-[a-z-]*(?:key|sign|signature|passphrase|token)[a-z-]*)\s*[:=]\s*\S+")
 MASK = "***"
+# shorter values are not masked by value: masking "test" everywhere would rewrite symbols and state
+MIN_SECRET_CHARS = 8
 
 
 def redact(text: object, secrets: Iterable[str] = ()) -> str:
@@ -29,8 +33,8 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     wherever they appear, even without a telling key name around them.
     """
     out = str(text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
+    for secret in (*secrets, *_known):  # and every credential a guard in this process was built with
+        if secret and len(secret) >= MIN_SECRET_CHARS:
             out = out.replace(secret, MASK)
     out = _HEADER.sub(lambda m: f"{m.group(1)}: {MASK}", out)
     out = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", out)
@@ -48,6 +52,40 @@ def secrets_of(obj: object) -> tuple[str, ...]:
             value = getattr(obj, name, None)
         except Exception:  # a property that fails must not stop redaction
             continue
-        if isinstance(value, str) and len(value) >= 4:
+        if isinstance(value, str) and len(value) >= MIN_SECRET_CHARS:
             found.append(value)
     return tuple(found)
+
+
+_known: set[str] = set()  # every credential a guard in this process was built with
+_known_lock = threading.Lock()
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    """Remember credentials so that every broker_guard log line masks them, tracebacks included."""
+    with _known_lock:
+        _known.update(s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a record's message and its traceback before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with the redacting filter: how every module of the package gets its logger."""
+    log = logging.getLogger(name)
+    if _FILTER not in log.filters:
+        log.addFilter(_FILTER)
+    return log

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -28,9 +27,10 @@ import filelock
 
 from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.errors import StoreError, StoreLockTimeoutError
+from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 
-log = logging.getLogger("broker_guard.store")
+log = redact_logger("broker_guard.store")
 
 SCHEMA_VERSION = 1
 MAX_PENDING = 10_000

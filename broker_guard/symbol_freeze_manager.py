@@ -11,7 +11,6 @@ directory, and the operator's CLI, see one set of frozen symbols.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
 from collections.abc import Iterable
@@ -25,11 +24,12 @@ from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.config import FreezePolicy, GuardConfig
 from broker_guard.errors import StoreError, SymbolFrozenError, SymbolRestrictedError
 from broker_guard.events import EventHook, GuardEvent, emit
+from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.store import MemoryStore, Store, open_store
 from broker_guard.symbols import canonical_symbol
 
-log = logging.getLogger("broker_guard.freeze")
+log = redact_logger("broker_guard.freeze")
 
 STATE = "symbol_freeze"
 RESTRICTED = "restricted_symbols"
@@ -199,7 +199,7 @@ class SymbolFreezeManager:
         canon = canonical_symbol(symbol)
         kind = kind or classify(error)
         if kind is FailureKind.AUTH or (kind.retryable and not self.policy.count_transient_failures):
-            log.debug("price failure for %s not counted toward freezing: %s is %s", symbol, error, kind.value)
+            log.debug("price failure for %s not counted toward freezing: %s is %s", symbol, redact(error, self._secrets)[:200], kind.value)
             return canon in self._frozen
         message = redact(error, self._secrets)[:_MAX_ERROR_CHARS] or kind.value
         now = self._clock()

@@ -10,7 +10,6 @@ default, as in the seed: run it dry, read the report, then run it for real.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,9 +17,11 @@ from typing import Any
 from broker_guard.config import GuardConfig
 from broker_guard.liquidation import Outcome, Run
 from broker_guard.positions import Position, read_positions, value_positions
+from broker_guard.redact import logger as redact_logger
+from broker_guard.redact import redact
 from broker_guard.store import Store
 
-log = logging.getLogger("broker_guard.normalize")
+log = redact_logger("broker_guard.normalize")
 BAR = "=" * 70
 
 
@@ -156,7 +157,7 @@ def run_normalization_pass(
             )
         except Exception as exc:  # one account's failure must not stop the others
             log.exception("normalization of account %s failed; other accounts go on", label)
-            errors[label] = f"{type(exc).__name__}: {exc}"
+            errors[label] = redact(f"{type(exc).__name__}: {exc}", guard._self_secrets)[:300]
     total: dict[str, Any] = {key: sum(a[key] for a in accounts.values()) for key in _SUMMED}
     total.update(
         dry_run=dry_run,

@@ -19,7 +19,7 @@ BALANCE_KEY = ("crash-account", "get_account_balance")
 
 
 def main(data_dir: str, first: int) -> None:
-    logging.disable(logging.CRITICAL)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the test shows these if a check fails
     clock = FakeClock(start=1_800_000_000.0 + first)  # fetched_at grows from round to round
     store = JsonFileStore(data_dir, lock_timeout=30.0, clock=clock)
     freeze = SymbolFreezeManager(FreezePolicy(failure_threshold=10**9), store=store, clock=clock, refresh_interval=0.0)

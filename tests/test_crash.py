@@ -59,7 +59,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
     model = Model()
     for life in range(KILLS):
         first = (life + 1) * 1_000_000
-        proc = subprocess.Popen([sys.executable, str(WRITER), str(tmp_path), str(first)], stdout=subprocess.PIPE, text=True)
+        errors_file = tmp_path.parent / f"writer-{life}.err"
+        with errors_file.open("w") as errors_out:
+            proc = subprocess.Popen(
+                [sys.executable, str(WRITER), str(tmp_path), str(first)], stdout=subprocess.PIPE, stderr=errors_out, text=True
+            )
         assert proc.stdout is not None
         lines: list[str] = []
         target = rng.randint(1, 25)
@@ -71,9 +75,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
             lines.append(line)
             acks += line.startswith("ack ")
         proc.send_signal(signal.SIGKILL)
-        rest, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, f"life {life}: the writer died on its own"
-        lines += rest.splitlines()
+        lines += proc.stdout.read().splitlines()  # through the same buffer readline used: communicate() would skip it
+        proc.stdout.close()
+        assert proc.wait(timeout=30) == -signal.SIGKILL, f"life {life}: the writer died on its own"
+        errors = errors_file.read_text()
         in_flight: tuple[str, str] | None = None
         for line in lines:
             kind, op, arg = line.split()
@@ -95,7 +100,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
         # every acknowledged change is there; only the change in flight may or may not be
         expected_frozen = set(model.frozen)
         maybe = {arg.replace("-", "/")} if op in ("freeze", "unfreeze") else set()
-        assert expected_frozen - maybe <= frozen <= expected_frozen | maybe, f"life {life}: frozen set lost an acknowledged change"
+        assert expected_frozen - maybe <= frozen <= expected_frozen | maybe, (
+            f"life {life}: frozen set lost an acknowledged change; writer said: {errors}"
+        )
         assert model.failures <= failures <= model.failures + (op == "fail"), f"life {life}: failure count {failures} vs {model.failures}"
         assert model.audit <= audit <= model.audit | ({int(arg)} if op == "audit" else set()), f"life {life}: audit lines lost"
         assert balance in ({model.balance} | ({float(arg)} if op == "balance" else set())), f"life {life}: balance {balance}"

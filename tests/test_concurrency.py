@@ -1,0 +1,125 @@
+"""Several processes, each with several threads, on one data_dir, with an operator acting at the same time.
+
+The final state must equal what a sequential model of the same operations
+gives: every failure counted once, every freeze and manual unfreeze applied,
+the operator's unfreezes and restrictions kept. Each process finishes within a
+bounded time (no deadlock); a lock wait past its timeout is a clear error,
+which the workers count and which must not happen here.
+``BROKER_GUARD_FULL=1`` runs 4 processes x 4 threads x 120 operations.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, StoreLockTimeoutError, SymbolFreezeManager
+from broker_guard.config import FreezePolicy
+
+FULL = bool(os.environ.get("BROKER_GUARD_FULL"))
+PROCESSES, THREADS, OPS = (4, 4, 120) if FULL else (3, 3, 24)
+DELISTED = [f"D{k}-USD" for k in range(4)]
+PREFROZEN = [f"P{k}-USD" for k in range(10)]
+OPERATOR_UNFREEZES = PREFROZEN[:5]
+OPERATOR_RESTRICTS = [f"R{k}-USD" for k in range(5)]
+
+
+def worker_process(data_dir: str, proc: int, results: Any) -> None:
+    """One bot process: THREADS threads trading through one GuardedBroker on the shared data_dir."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    paper = PaperBroker(prices={"BTC-USD": 50_000.0}, cash=1_000.0, failure_rate=0.0)
+    for symbol in DELISTED:
+        paper.delist(symbol)
+    config = GuardConfig.load(
+        env={},
+        data_dir=data_dir,
+        symbol_freeze={"failure_threshold": 10**9},
+        balance={"base_delay": 0.0, "max_delay": 0.0, "persist_interval_seconds": 0.0},
+        guard={"lock_timeout_seconds": 20.0, "refresh_interval_seconds": 0.0},
+    )
+    guard = GuardedBroker(paper, config, store=JsonFileStore(data_dir, lock_timeout=20.0))
+    guard.get_account_balance()
+    errors: list[str] = []
+
+    def thread(t: int) -> None:
+        try:
+            for i in range(OPS):
+                try:
+                    guard.get_current_price(DELISTED[i % len(DELISTED)])
+                except StoreLockTimeoutError as exc:
+                    errors.append(f"lock timeout: {exc}")
+                except Exception:
+                    pass  # the delisted symbol's own error: recorded by the guard
+                assert guard.get_current_price("BTC-USD") == 50_000.0
+                if i % 6 == 0:
+                    guard.freeze_manager.freeze(f"W{proc}x{t}x{i}-USD", "worker")
+                if i % 12 == 0 and i:
+                    guard.freeze_manager.unfreeze_symbol(f"W{proc}x{t}x{i - 6}-USD", "worker")
+                if i % 8 == 0:
+                    paper.fail_next("get_account_balance", 5)
+                    assert guard.get_account_balance() == 1_000.0  # served from the last known balance
+        except Exception as exc:  # reported to the parent, which fails the test
+            errors.append(f"thread {t}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=thread, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    results.put((proc, errors))
+
+
+def operator_process(data_dir: str, results: Any) -> None:
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    manager = SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(data_dir, lock_timeout=20.0))
+    for unfreeze, restrict in zip(OPERATOR_UNFREEZES, OPERATOR_RESTRICTS, strict=True):
+        manager.unfreeze_symbol(unfreeze, "operator")
+        manager.restrict(restrict)
+    results.put(("operator", []))
+
+
+def sequential_model() -> dict[str, Any]:
+    """The same operations, one after another."""
+    failures = {s.replace("-", "/"): 0 for s in DELISTED}
+    frozen = {s.replace("-", "/") for s in PREFROZEN[5:]}
+    for proc in range(PROCESSES):
+        for t in range(THREADS):
+            for i in range(OPS):
+                failures[DELISTED[i % len(DELISTED)].replace("-", "/")] += 1
+                if i % 6 == 0:
+                    frozen.add(f"W{proc}X{t}X{i}/USD")
+                if i % 12 == 0 and i:
+                    frozen.discard(f"W{proc}X{t}X{i - 6}/USD")
+    return {"failures": failures, "frozen": frozen, "restricted": {s.replace("-", "/") for s in OPERATOR_RESTRICTS}}
+
+
+def test_processes_threads_and_an_operator_lose_no_update(tmp_path: Path) -> None:
+    manager = SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(tmp_path))
+    for symbol in PREFROZEN:
+        manager.freeze(symbol, "before the run")
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=worker_process, args=(str(tmp_path), p, results)) for p in range(PROCESSES)]
+    procs.append(ctx.Process(target=operator_process, args=(str(tmp_path), results)))
+    for p in procs:
+        p.start()
+    reports = [results.get(timeout=300) for _ in procs]  # bounded: a deadlock fails here, not hangs
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert all(errors == [] for _, errors in reports), reports
+
+    model = sequential_model()
+    state = JsonFileStore(tmp_path).read("symbol_freeze")
+    counts = {s: e["count"] for s, e in state.get("failures", {}).items() if s in model["failures"]}
+    assert counts == model["failures"]  # every failure from every thread of every process, counted once
+    assert set(state["frozen"]) == model["frozen"]  # freezes, worker unfreezes and the operator's unfreezes
+    restricted = set(SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(tmp_path)).get_restricted_symbols())
+    assert model["restricted"] <= restricted
