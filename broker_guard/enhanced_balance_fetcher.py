@@ -30,7 +30,7 @@ from broker_guard.errors import BalanceUnavailableError, InvalidResponseError, S
 from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.profiles import GENERIC, account_key
 from broker_guard.redact import logger as redact_logger
-from broker_guard.redact import redact
+from broker_guard.redact import redact, register_secrets
 from broker_guard.store import MemoryStore, Store, open_store
 
 log = redact_logger("broker_guard.balance")
@@ -168,6 +168,7 @@ class EnhancedBalanceFetcher:
         self._async_sleep: AsyncSleep = async_sleep
         self.on_event = on_event
         self._secrets = tuple(secrets)
+        register_secrets(self._secrets)  # masked in every log line, by the package's log filter
         self._transient = transient_exceptions
         self.account = account
         self._lock = threading.Lock()

@@ -100,15 +100,16 @@ class Run:
             return self._record(Outcome(position, action, "skipped", f"now worth ${value:.4f}, at or above ${threshold:.2f}", value))
         if self.cap_usd is not None and self.closed_usd + value > self.cap_usd:
             return self._record(Outcome(position, action, "skipped", f"per-run cap of ${self.cap_usd:.2f} reached", value))
-        if is_ccxt(self.guard.__wrapped__):
-            amount, refused = close_amount(self.guard.__wrapped__, position.symbol, quantity, price)
+        raw = self.guard.__wrapped__
+        if is_ccxt(raw):
+            amount, refused = close_amount(raw, position.symbol, quantity, price)
             if amount is None:
                 return self._record(Outcome(position, action, "skipped", refused or "exchange minimum", value))
             quantity, value = amount, amount * price
         fresh = replace(position, quantity=quantity, price=price, usd_value=value)
         self.audit(Outcome(fresh, action, "pending", "order being sent", value))
         try:
-            order = place_close_order(self.guard, fresh)
+            order = resolve(place_close_order(self.guard, fresh))  # an async broker answers with a coroutine
         except Exception as exc:
             message = redact(exc, self.guard._self_secrets)[:300]
             log.error("   ❌ Failed to close %s: %s", position.symbol, message)
@@ -157,24 +158,25 @@ def place_close_order(guard: GuardedBroker, position: Position) -> Any:
     ``ignore_min_trade=True`` when accepted), then ``close_position``, then
     ``create_order(symbol, 'market', 'sell', amount)``, then a plain market
     sell. A ccxt exchange always gets ``create_order``: its ``close_position``
-    is for derivatives and raises NotSupported on most spot exchanges.
+    is for derivatives and raises NotSupported on most spot exchanges. For an
+    async broker the answer is a coroutine, which the caller resolves.
     """
     raw = guard.__wrapped__
     broker: Any = guard  # the guarded methods are generated per broker class
     symbol, quantity = position.symbol, position.quantity
     if is_ccxt(raw):  # Run.close sized the amount with the exchange's precision and minimums
-        return resolve(broker.create_order(symbol, "market", "sell", quantity))
+        return broker.create_order(symbol, "market", "sell", quantity)
     market = getattr(raw, "place_market_order", None)
     if callable(market) and accepts_keyword(market, "force_liquidate"):
         extra = {"force_liquidate": True}
         if accepts_keyword(market, "ignore_min_trade"):
             extra["ignore_min_trade"] = True
-        return resolve(broker.place_market_order(symbol, "sell", quantity, **extra))
+        return broker.place_market_order(symbol, "sell", quantity, **extra)
     close = getattr(raw, "close_position", None)
     if callable(close):
-        return resolve(broker.close_position(symbol, quantity) if positional_params(close) >= 2 else broker.close_position(symbol))
+        return broker.close_position(symbol, quantity) if positional_params(close) >= 2 else broker.close_position(symbol)
     if callable(getattr(raw, "create_order", None)):
-        return resolve(broker.create_order(symbol, "market", "sell", quantity))
+        return broker.create_order(symbol, "market", "sell", quantity)
     if callable(market):
-        return resolve(broker.place_market_order(symbol, "sell", quantity))
+        return broker.place_market_order(symbol, "sell", quantity)
     raise TypeError(f"{type(raw).__name__} has no way to close a position (place_market_order, close_position, create_order)")

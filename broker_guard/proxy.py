@@ -26,7 +26,7 @@ from broker_guard.errors import ConfigError, GuardRefusedError, InvalidResponseE
 from broker_guard.events import EventHook
 from broker_guard.profiles import EXIT_SIDES, MethodSpec, Profile, account_key, param_index, resolve_profile
 from broker_guard.redact import logger as redact_logger
-from broker_guard.redact import redact, register_secrets, secrets_of
+from broker_guard.redact import redact, secrets_of
 from broker_guard.store import Store, open_store
 from broker_guard.symbol_freeze_manager import ALLOW, PROBE, SymbolFreezeManager
 from broker_guard.symbols import _cache as symbols_cache
@@ -75,7 +75,6 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             raise ConfigError("config", type(config).__name__, "a GuardConfig (build one with GuardConfig.load(...))")
         clock = clock or system_clock
         secrets = secrets_of(broker)
-        register_secrets(secrets)
         if store is None:
             store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock)
         store.add_secrets(secrets)

@@ -28,7 +28,7 @@ import filelock
 from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.errors import StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
-from broker_guard.redact import redact
+from broker_guard.redact import redact, register_secrets
 
 log = redact_logger("broker_guard.store")
 
@@ -211,6 +211,7 @@ class JsonFileStore:
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         self._secrets.update(s for s in secrets if s)
+        register_secrets(self._secrets)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from broker_guard.config import FreezePolicy, GuardConfig
 from broker_guard.errors import StoreError, SymbolFrozenError, SymbolRestrictedError
 from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.redact import logger as redact_logger
-from broker_guard.redact import redact
+from broker_guard.redact import redact, register_secrets
 from broker_guard.store import MemoryStore, Store, open_store
 from broker_guard.symbols import canonical_symbol
 
@@ -103,6 +103,7 @@ class SymbolFreezeManager:
         self._refresh_interval = refresh_interval
         self._on_event = on_event
         self._secrets = tuple(secrets)
+        register_secrets(self._secrets)  # masked in every log line, by the package's log filter
         self._lock = threading.RLock()
         self._frozen: dict[str, FrozenSymbol] = {}
         self._counts: dict[str, int] = {}  # only symbols with a non-zero count
@@ -199,7 +200,7 @@ class SymbolFreezeManager:
         canon = canonical_symbol(symbol)
         kind = kind or classify(error)
         if kind is FailureKind.AUTH or (kind.retryable and not self.policy.count_transient_failures):
-            log.debug("price failure for %s not counted toward freezing: %s is %s", symbol, redact(error, self._secrets)[:200], kind.value)
+            log.debug("price failure for %s not counted toward freezing: %s is %s", symbol, error, kind.value)
             return canon in self._frozen
         message = redact(error, self._secrets)[:_MAX_ERROR_CHARS] or kind.value
         now = self._clock()
