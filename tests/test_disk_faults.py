@@ -9,6 +9,7 @@ from typing import Any
 
 import filelock
 import pytest
+from helpers import fail_price_calls
 
 from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, SymbolFrozenError
 
@@ -22,23 +23,17 @@ def file_guard(tmp_path: Path, clock: FakeClock, lock_timeout: float = 5.0, **br
     return guard, paper
 
 
-def fail_price(guard: Any, symbol: str, times: int) -> None:
-    for _ in range(times):
-        with pytest.raises(Exception):  # noqa: B017 - the paper broker's symbol error
-            guard.get_current_price(symbol)
-
-
 def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     guard, _ = file_guard(tmp_path, clock)
     guard.get_account_balance()
-    fail_price(guard, "OLD-USD", 1)
+    fail_price_calls(guard, "OLD-USD", 1)
     real_mkstemp = __import__("tempfile").mkstemp
 
     def no_space(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", no_space)
-    fail_price(guard, "OLD-USD", 2)  # the third failure freezes, in memory
+    fail_price_calls(guard, "OLD-USD", 2)  # the third failure freezes, in memory
     with pytest.raises(SymbolFrozenError):
         guard.get_current_price("OLD-USD")
     assert guard.get_current_price("BTC-USD") == 50_000.0 and guard.get_account_balance() == 1_000.0
@@ -57,7 +52,7 @@ def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not an object"])
 def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(tmp_path: Path, clock: FakeClock, damage: str) -> None:
     guard, _ = file_guard(tmp_path, clock)
-    fail_price(guard, "OLD-USD", 3)
+    fail_price_calls(guard, "OLD-USD", 3)
     guard.freeze_manager.freeze("ETH-USD", "operator")  # the .bak now holds OLD/USD frozen
     path = tmp_path / "symbol_freeze.json"
     text = path.read_text()
@@ -75,7 +70,7 @@ def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(t
 def test_a_stale_lock_file_left_by_a_dead_process_does_not_block(tmp_path: Path, clock: FakeClock) -> None:
     (tmp_path / "symbol_freeze.json.lock").write_text("12345")  # a lock file, not a held lock
     guard, _ = file_guard(tmp_path, clock, lock_timeout=0.2)
-    fail_price(guard, "OLD-USD", 3)
+    fail_price_calls(guard, "OLD-USD", 3)
     assert guard.freeze_manager.is_frozen("OLD-USD") and guard.health()["ok"]
 
 
@@ -88,7 +83,7 @@ def test_a_lock_that_cannot_be_taken_in_time_does_not_stop_the_trading_loop(tmp_
         os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))  # and changed it: a reload is due
         clock.advance(1)
         assert guard.get_current_price("BTC-USD") == 50_000.0  # served; no StoreLockTimeoutError into the loop
-        fail_price(guard, "OLD-USD", 3)  # failures are counted in memory meanwhile
+        fail_price_calls(guard, "OLD-USD", 3)  # failures are counted in memory meanwhile
         with pytest.raises(SymbolFrozenError):
             guard.get_current_price("OLD-USD")
         health = guard.health()
@@ -103,7 +98,7 @@ def test_read_only_data_dir(tmp_path: Path, clock: FakeClock) -> None:
     guard.get_current_price("BTC-USD")
     tmp_path.chmod(0o500)
     try:
-        fail_price(guard, "OLD-USD", 3)
+        fail_price_calls(guard, "OLD-USD", 3)
         assert guard.freeze_manager.is_frozen("OLD-USD") and not guard.health()["ok"]
     finally:
         tmp_path.chmod(0o700)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import fail_price_calls
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -91,9 +92,7 @@ def _freeze(m: SymbolFreezeManager, symbol: str = "AUTX-USD") -> None:
 def _delist_and_freeze(guard: Any, paper: Any, symbol: str = "ETH-USD") -> None:
     """Freeze ``symbol`` the way production does: three failing price calls through the guard."""
     paper.delist(symbol)
-    for _ in range(3):
-        with pytest.raises(Exception, match="Price not available"):
-            guard.get_current_price(symbol)
+    fail_price_calls(guard, symbol)
 
 
 def test_cooldown_probe_success_unfreezes(make_guard: Any, paper: Any, clock: FakeClock) -> None:
