@@ -28,6 +28,7 @@ from broker_guard.paper import PaperBroker
 from broker_guard.positions import Position
 from broker_guard.profiles import CCXT, GENERIC, MethodSpec, Profile
 from broker_guard.proxy import GuardedBroker
+from broker_guard.redis_store import RedisStore
 from broker_guard.store import JsonFileStore, MemoryStore, Store
 from broker_guard.symbol_freeze_manager import FrozenSymbol, SymbolFreezeManager, get_symbol_freeze_manager
 from broker_guard.user_account_normalization import run_normalization_pass
@@ -63,6 +64,7 @@ __all__ = [
     "PaperBroker",
     "Position",
     "Profile",
+    "RedisStore",
     "Store",
     "StoreError",
     "StoreLockTimeoutError",

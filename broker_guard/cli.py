@@ -1,6 +1,7 @@
 """The operator's command line: ``broker-guard demo|status|health|freeze|unfreeze|restrict|unrestrict|dust|normalize``.
 
-Exit codes: 0 success; 1 an alert is raised (``health``) or an action failed;
+Exit codes: 0 success; 1 an alert is raised (``health``), an action failed or
+the state store cannot be reached (nothing was changed);
 2 bad usage or configuration (unknown broker spec, bad symbol, missing
 credentials or data dir); 3 the broker failed.
 """
@@ -19,11 +20,11 @@ from typing import Any, TextIO
 
 from broker_guard.clock import FakeClock
 from broker_guard.config import GuardConfig
-from broker_guard.errors import BrokerGuardError, ConfigError
+from broker_guard.errors import BrokerGuardError, ConfigError, StoreError
 from broker_guard.events import GuardEvent
 from broker_guard.paper import PaperBroker
 from broker_guard.proxy import GuardedBroker
-from broker_guard.store import open_store
+from broker_guard.store import store_from_config
 from broker_guard.symbol_freeze_manager import SymbolFreezeManager
 from broker_guard.symbols import canonical_symbol
 
@@ -66,17 +67,29 @@ def make_broker(spec: str) -> Any:
 
 def _config(args: argparse.Namespace) -> GuardConfig:
     overrides: dict[str, Any] = {}
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
+    for option in ("data_dir", "store_url", "store_prefix"):
+        if getattr(args, option, None):
+            overrides[option] = getattr(args, option)
     return GuardConfig.load(args.config, **overrides)
 
 
 def _manager(args: argparse.Namespace, *, must_exist: bool = True) -> SymbolFreezeManager:
+    """The freeze manager on the configured store; an unreachable Redis is an error here, never memory."""
     config = _config(args)
-    if must_exist and not config.data_dir.is_dir():
+    if config.guard.store_url is None and must_exist and not config.data_dir.is_dir():
         raise UsageError(f"data dir {config.data_dir} does not exist: pass --data-dir or set BROKER_GUARD_DATA_DIR")
-    store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds)
-    return SymbolFreezeManager(config.freeze, store=store)
+    store = store_from_config(config, degrade=False)
+    args.stores.append(store)
+    manager = SymbolFreezeManager(config.freeze, store=store)
+    _check_saved(manager)
+    return manager
+
+
+def _check_saved(manager: SymbolFreezeManager) -> None:
+    """The manager keeps a change it could not save in memory, which is right for a bot and wrong for an operator."""
+    problem = manager.get_stats()["store_problem"]
+    if problem:
+        raise StoreError(f"state store {manager.store.health().location}: {problem}")
 
 
 def _symbol(text: str) -> str:
@@ -132,6 +145,7 @@ def cmd_symbol(args: argparse.Namespace) -> int:
     else:
         manager.unrestrict(symbol)
         changed = True
+    _check_saved(manager)
     _emit(
         args,
         {"symbol": symbol, "action": args.command, "changed": changed},
@@ -169,7 +183,10 @@ class ProgressBar:
 
 
 def _guard(args: argparse.Namespace) -> GuardedBroker:
-    return GuardedBroker(make_broker(args.broker), _config(args), on_event=ProgressBar(sys.stderr))
+    config = _config(args)
+    store = store_from_config(config)  # degrades like a bot's: health reports an unreachable Redis as an alert
+    args.stores.append(store)
+    return GuardedBroker(make_broker(args.broker), config, store=store, on_event=ProgressBar(sys.stderr))
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -262,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", default="paper", help="paper (default), ccxt:<exchange id>, or module:factory")
     parser.add_argument("--data-dir", help="state directory (default: guard.data_dir, $BROKER_GUARD_DATA_DIR, ./data)")
     parser.add_argument("--config", help="config file (seed format; default config/cleanup_config.json)")
+    parser.add_argument(
+        "--store",
+        dest="store_url",
+        metavar="URL",
+        help="shared state in Redis, e.g. redis://host:6379/0 (default: guard.store_url, $BROKER_GUARD_STORE_URL, JSON files)",
+    )
+    parser.add_argument("--store-prefix", help="Redis key prefix of the deployment (default: guard.store_prefix, broker_guard)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show every component on the paper broker")
@@ -296,6 +320,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.stores = []
     if args.command != "demo":
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
@@ -303,12 +328,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"broker-guard: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:
+        print(f"broker-guard: {exc}", file=sys.stderr)
+        return EXIT_ALERT
     except BrokerGuardError as exc:
         print(f"broker-guard: {exc}", file=sys.stderr)
         return EXIT_BROKER
     except Exception as exc:
         print(f"broker-guard: the broker failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_BROKER
+    finally:
+        for store in args.stores:
+            if hasattr(store, "close"):
+                store.close()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from broker_guard.errors import ConfigError
+from broker_guard.redact import redact
 
 DEFAULT_CONFIG_PATH = Path("config") / "cleanup_config.json"
 SCHEDULE_PATTERN = re.compile(r"^(off|daily|hourly|every\s+\d+(\.\d+)?\s*[smhd])$")
@@ -73,6 +74,10 @@ class GuardSettings:
     lock_timeout_seconds: float = 10.0
     refresh_interval_seconds: float = 1.0  # how often another process's changes are looked for
     value_tolerance: float = 0.25  # computed vs broker-reported position value, relative
+    store_url: str | None = None  # None: JSON files in data_dir; redis://host:6379/0 for state shared by a fleet
+    store_prefix: str = "broker_guard"  # Redis key prefix: one per deployment sharing a Redis database
+    balance_ttl_hours: float | None = None  # Redis only: the last known balance expires this long after it was saved
+    audit_max_records: int = 100_000  # Redis only: the audit stream keeps this many newest records
 
 
 # JSON section name -> (attribute on GuardConfig, policy class)
@@ -95,10 +100,14 @@ ENV_VARS: Mapping[str, tuple[str, str]] = {
     "MINIMUM_POSITION_USD": ("normalization", "minimum_position_usd"),
     "CONSOLIDATION_THRESHOLD_USD": ("normalization", "consolidation_threshold_usd"),
     "BROKER_GUARD_DATA_DIR": ("guard", "data_dir"),
+    "BROKER_GUARD_STORE_URL": ("guard", "store_url"),
+    "BROKER_GUARD_STORE_PREFIX": ("guard", "store_prefix"),
 }
 CONFIG_PATH_ENV = "BROKER_GUARD_CONFIG"
 
-_POSITIVE = {"max_attempts", "failure_threshold", "lock_timeout_seconds", "max_total_seconds"}
+_POSITIVE = {"max_attempts", "failure_threshold", "lock_timeout_seconds", "max_total_seconds", "audit_max_records", "balance_ttl_hours"}
+STORE_URL_PATTERN = re.compile(r"^(redis|rediss|unix)://")
+STORE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -229,6 +238,10 @@ def _validate(key: str, value: object, expected: Any) -> None:
             raise ConfigError(key, value, "a non-empty string")
         if name == "schedule" and not SCHEDULE_PATTERN.match(value.strip().lower()):
             raise ConfigError(key, value, "off, daily, hourly, or an interval like 'every 30m' (s, m, h, d)")
+        if name == "store_url" and not STORE_URL_PATTERN.match(value):
+            raise ConfigError(key, redact(value), "a redis://, rediss:// or unix:// URL (leave it unset for JSON files)")
+        if name == "store_prefix" and not STORE_PREFIX_PATTERN.match(value):
+            raise ConfigError(key, value, "1-64 characters of letters, digits and _ . : -")
     elif typing.get_origin(base) is tuple and (not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value)):
         raise ConfigError(key, value, "a list of non-empty strings")
 

@@ -31,7 +31,7 @@ from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.profiles import GENERIC, account_key
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.store import MemoryStore, Store, open_store
+from broker_guard.store import MemoryStore, Store, store_from_config
 
 log = redact_logger("broker_guard.balance")
 
@@ -405,7 +405,7 @@ class EnhancedBalanceFetcher:
 def _build_fetcher(max_attempts: int | None = None, base_delay: float | None = None) -> EnhancedBalanceFetcher:
     balance: dict[str, Any] = {k: v for k, v in (("max_attempts", max_attempts), ("base_delay", base_delay)) if v is not None}
     config = GuardConfig.load(balance=balance)
-    store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds)
+    store = store_from_config(config)
     return EnhancedBalanceFetcher(config.balance, store=store, account=config.guard.account)
 
 

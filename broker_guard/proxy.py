@@ -27,7 +27,7 @@ from broker_guard.events import EventHook
 from broker_guard.profiles import EXIT_SIDES, MethodSpec, Profile, account_key, param_index, resolve_profile
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, secrets_of
-from broker_guard.store import Store, open_store
+from broker_guard.store import Store, store_from_config
 from broker_guard.symbol_freeze_manager import ALLOW, PROBE, SymbolFreezeManager
 from broker_guard.symbols import _cache as symbols_cache
 from broker_guard.symbols import canonical_symbol
@@ -41,8 +41,9 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     """Wrap ``broker``; strategy code keeps calling the same methods.
 
     ``config``: a ``GuardConfig`` (default: ``GuardConfig.load()``, file and
-    environment). ``store``: where shared state lives (default: JSON files in
-    ``config.guard.data_dir``). ``profile``: ``"auto"``, ``"generic"``,
+    environment). ``store``: where shared state lives (default: what
+    ``config.guard.store_url`` names, JSON files in ``config.guard.data_dir``
+    unless it is a Redis URL). ``profile``: ``"auto"``, ``"generic"``,
     ``"ccxt"``, a ``Profile`` or a ``{method: role}`` mapping. ``clock``,
     ``sleep`` and ``async_sleep`` are injectable for tests; ``on_event``
     receives ``GuardEvent``s.
@@ -76,7 +77,7 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         clock = clock or system_clock
         secrets = secrets_of(broker)
         if store is None:
-            store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock)
+            store = store_from_config(config, clock=clock)
         store.add_secrets(secrets)
         self._self_config = config
         self._self_profile = resolve_profile(broker, profile)

@@ -19,6 +19,7 @@ _PAIR = re.compile(
     (?P<value>[^\s"'&,;}}\])]+)
     """
 )
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")  # redis://user:password@host
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _HEADER = re.compile(r"(?i)\b(x-[a-z-]*(?:key|sign|signature|passphrase|token)[a-z-]*)\s*[:=]\s*\S+")
 MASK = "***"
@@ -36,6 +37,7 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     for secret in (*secrets, *_known):  # and every credential a guard in this process was built with
         if secret and len(secret) >= MIN_SECRET_CHARS:
             out = out.replace(secret, MASK)
+    out = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", out)
     out = _HEADER.sub(lambda m: f"{m.group(1)}: {MASK}", out)
     out = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", out)
     return _PAIR.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", out)

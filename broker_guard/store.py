@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import filelock
 
@@ -29,6 +29,9 @@ from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.errors import StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
+
+if TYPE_CHECKING:
+    from broker_guard.config import GuardConfig
 
 log = redact_logger("broker_guard.store")
 
@@ -50,11 +53,17 @@ class StoreHealth:
 
 
 class Store(Protocol):
-    """What the guard needs from persistence; ``JsonFileStore`` and ``MemoryStore`` provide it."""
+    """What the guard needs from persistence; ``JsonFileStore``, ``RedisStore`` and ``MemoryStore`` provide it.
+
+    ``update(..., replay=False)`` marks a change that loosens the guard (a
+    reset, an unfreeze): a store that keeps changes in memory during an
+    outage and re-applies them later may skip it, since shared state can
+    have moved on in between.
+    """
 
     def read(self, name: str) -> dict[str, Any]: ...
 
-    def update(self, name: str, mutate: Mutation[T]) -> tuple[dict[str, Any], T]: ...
+    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]: ...
 
     def version(self, name: str) -> Hashable: ...
 
@@ -80,7 +89,7 @@ class MemoryStore:
         with self._lock:
             return copy.deepcopy(self._docs.get(name, {}))
 
-    def update(self, name: str, mutate: Mutation[T]) -> tuple[dict[str, Any], T]:
+    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]:
         with self._lock:
             data = copy.deepcopy(self._docs.get(name, {}))
             result = mutate(data)
@@ -136,11 +145,14 @@ class JsonFileStore:
             self._memory[name] = data
             return copy.deepcopy(data)
 
-    def update(self, name: str, mutate: Mutation[T]) -> tuple[dict[str, Any], T]:
+    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]:
         """Apply ``mutate`` to the current state under the file lock and persist it.
 
         Returns the new state and what ``mutate`` returned. ``StoreLockTimeoutError``
-        when another process holds the lock past ``lock_timeout``.
+        when another process holds the lock past ``lock_timeout``. Every change
+        made while the disk fails is replayed (``replay`` is for shared stores:
+        a file on one disk has no other writer that could move on meanwhile
+        without this process seeing it on the next read).
         """
         with self._thread_lock:
             try:
@@ -336,6 +348,22 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def open_store(data_dir: str | os.PathLike[str], *, lock_timeout: float = 10.0, clock: Clock = system_clock) -> JsonFileStore:
-    """The default store for a data directory."""
-    return JsonFileStore(data_dir, lock_timeout=lock_timeout, clock=clock)
+def store_from_config(config: GuardConfig, *, clock: Clock = system_clock, degrade: bool = True) -> Store:
+    """The store ``guard.store_url`` names: JSON files in ``data_dir`` by default, or Redis for a fleet.
+
+    ``degrade=False`` (the CLI): an unreachable Redis is an error, not a switch to memory.
+    """
+    url = config.guard.store_url
+    if url is None:
+        return JsonFileStore(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock)
+    from broker_guard.redis_store import RedisStore
+
+    ttl_hours = config.guard.balance_ttl_hours
+    return RedisStore(
+        url,
+        prefix=config.guard.store_prefix,
+        ttl_seconds={"balances": ttl_hours * 3600} if ttl_hours else None,
+        audit_max_records=config.guard.audit_max_records,
+        degrade=degrade,
+        clock=clock,
+    )

@@ -26,7 +26,7 @@ from broker_guard.errors import StoreError, SymbolFrozenError, SymbolRestrictedE
 from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.store import MemoryStore, Store, open_store
+from broker_guard.store import MemoryStore, Store, store_from_config
 from broker_guard.symbols import canonical_symbol
 
 log = redact_logger("broker_guard.freeze")
@@ -182,7 +182,7 @@ class SymbolFreezeManager:
                 self._probing.discard(canon)
             self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
         elif canon in self._counts:
-            self._persist(lambda data: data.setdefault("failures", {}).pop(canon, None))
+            self._persist(lambda data: data.setdefault("failures", {}).pop(canon, None), replay=False)
 
     def end_probe(self, canon: str) -> None:
         """Release a probe slot without a verdict (the call was cancelled or failed transiently)."""
@@ -275,7 +275,7 @@ class SymbolFreezeManager:
             return removed
 
         was = self._frozen.get(canon)
-        removed = self._persist(apply)
+        removed = self._persist(apply, replay=False)
         with self._lock:
             self._probing.discard(canon)
         if removed is None and was is None:
@@ -289,12 +289,12 @@ class SymbolFreezeManager:
 
     def restrict(self, symbol: str) -> None:
         canon = canonical_symbol(symbol)
-        self._update_restricted(lambda symbols: symbols | {canon})
+        self._update_restricted(lambda symbols: symbols | {canon}, replay=True)
         log.warning("Symbol %s is now restricted: never traded until unrestricted", canon)
 
     def unrestrict(self, symbol: str) -> None:
         canon = canonical_symbol(symbol)
-        self._update_restricted(lambda symbols: symbols - {canon})
+        self._update_restricted(lambda symbols: symbols - {canon}, replay=False)
         log.warning("Symbol %s is no longer restricted", canon)
 
     def get_frozen_symbols(self) -> dict[str, FrozenSymbol]:
@@ -363,10 +363,14 @@ class SymbolFreezeManager:
             return count, "frozen"
         return count, None
 
-    def _persist(self, mutate: Any) -> Any:
-        """Apply ``mutate`` to the shared state; a lock timeout keeps the change in memory, loudly."""
+    def _persist(self, mutate: Any, *, replay: bool = True) -> Any:
+        """Apply ``mutate`` to the shared state; a lock timeout keeps the change in memory, loudly.
+
+        ``replay=False``: a change that loosens the guard (a reset, an unfreeze), which a
+        shared store must not re-apply after an outage.
+        """
         try:
-            data, result = self.store.update(STATE, mutate)
+            data, result = self.store.update(STATE, mutate, replay=replay)
             self._store_problem = None
         except StoreError as exc:
             self._store_problem = str(exc)
@@ -382,14 +386,14 @@ class SymbolFreezeManager:
             "frozen": {s: info.as_dict() for s, info in self._frozen.items()},
         }
 
-    def _update_restricted(self, change: Any) -> None:
+    def _update_restricted(self, change: Any, *, replay: bool) -> None:
         shipped = shipped_restricted_symbols()
 
         def apply(data: dict[str, Any]) -> None:
             current = {canonical_symbol(s) for s in data.get("symbols", shipped)}
             data["symbols"] = sorted(change(current))
 
-        data, _ = self.store.update(RESTRICTED, apply)
+        data, _ = self.store.update(RESTRICTED, apply, replay=replay)
         self._load_restricted(data)
 
     def _refresh(self, *, now: float | None = None, force: bool = False) -> None:
@@ -470,7 +474,7 @@ def _build_manager(
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
     config = GuardConfig.load(**overrides)
-    store = open_store(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds)
+    store = store_from_config(config)
     return SymbolFreezeManager(config.freeze, store=store, refresh_interval=config.guard.refresh_interval_seconds)
 
 

@@ -58,6 +58,8 @@ def test_precedence_defaults_file_env_kwargs(tmp_path: Path) -> None:
         ("MINIMUM_POSITION_USD", "5", "normalization", "minimum_position_usd", 5.0),
         ("CONSOLIDATION_THRESHOLD_USD", "20", "normalization", "consolidation_threshold_usd", 20.0),
         ("BROKER_GUARD_DATA_DIR", "/tmp/x", "guard", "data_dir", "/tmp/x"),
+        ("BROKER_GUARD_STORE_URL", "redis://10.0.0.5:6379/2", "guard", "store_url", "redis://10.0.0.5:6379/2"),
+        ("BROKER_GUARD_STORE_PREFIX", "fleet-a", "guard", "store_prefix", "fleet-a"),
     ],
 )
 def test_every_environment_variable(var: str, raw: str, section: str, key: str, expected: object) -> None:
@@ -65,11 +67,32 @@ def test_every_environment_variable(var: str, raw: str, section: str, key: str, 
     assert getattr(getattr(GuardConfig.load(env={var: raw}), section), key) == expected
 
 
-@pytest.mark.parametrize("var", sorted(v for v in ENV_VARS if v != "BROKER_GUARD_DATA_DIR"))
+@pytest.mark.parametrize("var", sorted(v for v in ENV_VARS if not v.startswith("BROKER_GUARD_")))
 def test_bad_environment_value_names_the_variable(var: str) -> None:
     with pytest.raises(ConfigError) as info:
         GuardConfig.load(env={var: "lots"})
     assert var in str(info.value) and "lots" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "key"),
+    [
+        ("BROKER_GUARD_STORE_URL", "http://cache:6379", "guard.store_url"),
+        ("BROKER_GUARD_STORE_URL", "cache:6379", "guard.store_url"),
+        ("BROKER_GUARD_STORE_PREFIX", "fleet a", "guard.store_prefix"),
+        ("BROKER_GUARD_STORE_PREFIX", "x" * 65, "guard.store_prefix"),
+    ],
+)
+def test_bad_store_settings_name_the_key(var: str, raw: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        GuardConfig.load(env={var: raw})
+    assert key in str(info.value)
+
+
+def test_a_bad_store_url_is_echoed_without_its_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        GuardConfig.load(env={"BROKER_GUARD_STORE_URL": "http://ops:hunter2hunter2@cache:6379/0"})
+    assert "hunter2" not in str(info.value) and "ops:***@cache" in str(info.value)
 
 
 def _bad_values(tp: object) -> list[object]:
