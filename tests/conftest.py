@@ -60,3 +60,44 @@ def make_guard(clock: FakeClock) -> Callable[..., Any]:
 @pytest.fixture
 def paper() -> PaperBroker:
     return PaperBroker(prices=SEED_PRICES, positions={"BTC-USD": 0.01})
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    from redis_server import RedisServer, redis_required, redis_server_binary
+
+    if redis_server_binary() is None:
+        if redis_required():
+            pytest.fail("redis-server is required (BROKER_GUARD_REQUIRE_REDIS is set) but not installed")
+        pytest.skip("redis-server is not installed: apt-get install redis-server (CI installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test's own, so tests sharing the session's server never see each other."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_redis_store(redis_server: Any, redis_prefix: str) -> Iterator[Callable[..., Any]]:
+    """Build RedisStores on the session server (same prefix unless told); each is closed after the test."""
+    from broker_guard import RedisStore
+
+    made: list[RedisStore] = []
+
+    def make(**kwargs: Any) -> RedisStore:
+        kwargs.setdefault("prefix", redis_prefix)
+        store = RedisStore(kwargs.pop("url", redis_server.url), **kwargs)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
