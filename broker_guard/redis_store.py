@@ -117,6 +117,7 @@ class RedisStore:
         self._lines: dict[str, list[dict[str, Any]]] = {}  # audit records Redis did not take
         self._recovered: list[str] = []
         self._down: str | None = None  # why Redis is unusable; None while it works
+        self._subscribed = False  # notices are arriving, so memory follows every change
         self._stop = threading.Event()
         self._resync = threading.Event()  # a command failed: the listener reconnects and replays
         self._thread = threading.Thread(target=self._listen, name=f"broker-guard-redis:{prefix}", daemon=True)
@@ -125,13 +126,13 @@ class RedisStore:
     # -- interface ---------------------------------------------------------------------------
 
     def read(self, name: str) -> dict[str, Any]:
-        if self._down is not None and self._degrade_allowed:
-            return self._memory_copy(name)
+        """The newest document: from memory when the notices say it is current, else one GET."""
+        with self._lock:
+            current = self._subscribed and name in self._memory and self._memory_revision.get(name, -1) >= self._revisions.get(name, 0)
+            if current or (self._down is not None and self._degrade_allowed):
+                return copy.deepcopy(self._memory.get(name, {}))
         try:
-            raw = self._client.get(self._key(name))
-            data, revision = self._decode(name, raw) if raw is not None else ({}, 0)
-        except _BAD_DOCUMENT as exc:
-            data, revision = self._recover(name, exc)
+            data, revision = self._fetch(name)
         except _UNREACHABLE as exc:
             self._unreachable(exc)
             return self._memory_copy(name)
@@ -251,7 +252,7 @@ class RedisStore:
                     pipe.set(key, payload, px=ttl)
                     if raw is not None:
                         pipe.set(f"{key}:bak", raw, px=ttl)
-                    pipe.publish(self._channel, f"{name} {revision}")
+                    pipe.publish(self._channel, f"{name} {revision} {payload}")
                     pipe.execute()
                 except redis.WatchError:
                     continue
@@ -261,6 +262,13 @@ class RedisStore:
             f"state {name!r} at {self.location} changed under {MAX_CONFLICTS} attempts in a row; "
             "too many workers are writing it at once, or one is stuck in a loop"
         )
+
+    def _fetch(self, name: str) -> tuple[dict[str, Any], int]:
+        raw = self._client.get(self._key(name))
+        try:
+            return self._decode(name, raw) if raw is not None else ({}, 0)
+        except _BAD_DOCUMENT as exc:
+            return self._recover(name, exc)
 
     def _decode(self, name: str, raw: bytes | str) -> tuple[dict[str, Any], int]:
         doc = json.loads(raw)
@@ -283,10 +291,11 @@ class RedisStore:
         except _BAD_DOCUMENT:
             data, revision, source = {}, 0, "empty state (no good copy)"
         doc = {"schema_version": SCHEMA_VERSION, "revision": revision + 1, "updated_at": utc_iso(self._clock()), "data": data}
+        payload = json.dumps(doc, sort_keys=True, default=str)
         with self._client.pipeline(transaction=True) as pipe:
             pipe.rename(key, aside)
-            pipe.set(key, json.dumps(doc, sort_keys=True, default=str), px=self._ttl_ms.get(name))
-            pipe.publish(self._channel, f"{name} {revision + 1}")
+            pipe.set(key, payload, px=self._ttl_ms.get(name))
+            pipe.publish(self._channel, f"{name} {revision + 1} {payload}")
             pipe.execute()
         log.critical("state %s was corrupt (%s); renamed to %s and restored from %s. Check whatever wrote it.", key, problem, aside, source)
         with self._lock:
@@ -332,12 +341,13 @@ class RedisStore:
                 )
                 self._down = f"unreachable since {utc_iso(self._clock())}: {exc}"
                 self._changed.notify_all()
+            self._subscribed = False
             self._resync.set()
         if not self._degrade_allowed:
             raise StoreError(f"Redis store {self.location} is unreachable ({exc}); nothing was changed", cause=exc) from exc
 
     def _reconnected(self) -> None:
-        """Subscribed again: replay what is queued, then make every guard re-read (messages may have been missed)."""
+        """Subscribed: replay what is queued, refresh what this process holds, and bump every version."""
         with self._lock:
             replayed = 0
             for name in list(self._pending):
@@ -353,16 +363,34 @@ class RedisStore:
                     replayed,
                     self._not_replayed,
                 )
+            # notices may have been missed, and a restarted server may count revisions from 1 again:
+            # fetch every state this process holds now, before anyone trades on it (a link that
+            # flaps again a moment later must not leave a freeze made meanwhile unknown)
+            fetched = {name: self._fetch(name) for name in list(self._memory)}
+            self._memory_revision.clear()
+            self._revisions.clear()
+            for name, (data, revision) in fetched.items():
+                self._memory[name], self._memory_revision[name], self._revisions[name] = data, revision, revision
             self._down = None
             self._not_replayed = 0
+            self._subscribed = True
             self._epoch += 1
             self._changed.notify_all()
 
-    def _on_message(self, data: bytes) -> None:
-        name, _, revision = data.decode("utf-8", "replace").rpartition(" ")
-        if name and revision.isdigit():
+    def _on_message(self, message: bytes) -> None:
+        """``<name> <revision> <document>``: the new document itself, so a guard cut off right after
+        a notice still knows what it announced (a freeze must not be lost between notice and read)."""
+        name, _, rest = message.decode("utf-8", "replace").partition(" ")
+        revision, _, payload = rest.partition(" ")
+        if not name or not revision.isdigit():
+            return
+        try:
+            data, _ = self._decode(name, payload)
+        except _BAD_DOCUMENT:  # a notice without a usable document: the next read fetches it
             with self._lock:
                 self._note(name, int(revision))
+            return
+        self._remember(name, data, int(revision))
 
     def _listen(self) -> None:
         """Subscribe, follow change notices, and on any failure reconnect with exponential backoff."""

@@ -1,4 +1,4 @@
-"""Several processes, each with several threads, on one data_dir, with an operator acting at the same time.
+"""Several processes, each with several threads, on one data_dir or one Redis, with an operator acting at the same time.
 
 The final state must equal what a sequential model of the same operations
 gives: every failure counted once, every freeze and manual unfreeze applied,
@@ -16,7 +16,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, StoreLockTimeoutError, SymbolFreezeManager
+import pytest
+
+from broker_guard import (
+    GuardConfig,
+    GuardedBroker,
+    JsonFileStore,
+    PaperBroker,
+    RedisStore,
+    Store,
+    StoreLockTimeoutError,
+    SymbolFreezeManager,
+)
 from broker_guard.config import FreezePolicy
 
 FULL = bool(os.environ.get("BROKER_GUARD_FULL"))
@@ -27,8 +38,16 @@ OPERATOR_UNFREEZES = PREFROZEN[:5]
 OPERATOR_RESTRICTS = [f"R{k}-USD" for k in range(5)]
 
 
+def open_store(where: str) -> Store:
+    """``redis://...#prefix`` or a data directory."""
+    if where.startswith("redis://"):
+        url, _, prefix = where.partition("#")
+        return RedisStore(url, prefix=prefix)
+    return JsonFileStore(where, lock_timeout=20.0)
+
+
 def worker_process(data_dir: str, proc: int, results: Any) -> None:
-    """One bot process: THREADS threads trading through one GuardedBroker on the shared data_dir."""
+    """One bot process: THREADS threads trading through one GuardedBroker on the shared state."""
     import logging
 
     logging.disable(logging.CRITICAL)
@@ -42,7 +61,7 @@ def worker_process(data_dir: str, proc: int, results: Any) -> None:
         balance={"base_delay": 0.0, "max_delay": 0.0, "persist_interval_seconds": 0.0},
         guard={"lock_timeout_seconds": 20.0, "refresh_interval_seconds": 0.0},
     )
-    guard = GuardedBroker(paper, config, store=JsonFileStore(data_dir, lock_timeout=20.0))
+    guard = GuardedBroker(paper, config, store=open_store(data_dir))
     guard.get_account_balance()
     errors: list[str] = []
 
@@ -78,7 +97,7 @@ def operator_process(data_dir: str, results: Any) -> None:
     import logging
 
     logging.disable(logging.CRITICAL)
-    manager = SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(data_dir, lock_timeout=20.0))
+    manager = SymbolFreezeManager(FreezePolicy(), store=open_store(data_dir))
     for unfreeze, restrict in zip(OPERATOR_UNFREEZES, OPERATOR_RESTRICTS, strict=True):
         manager.unfreeze_symbol(unfreeze, "operator")
         manager.restrict(restrict)
@@ -100,14 +119,23 @@ def sequential_model() -> dict[str, Any]:
     return {"failures": failures, "frozen": frozen, "restricted": {s.replace("-", "/") for s in OPERATOR_RESTRICTS}}
 
 
-def test_processes_threads_and_an_operator_lose_no_update(tmp_path: Path) -> None:
-    manager = SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(tmp_path))
+@pytest.fixture(params=["file", "redis"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return str(tmp_path)
+    server = request.getfixturevalue("redis_server")
+    return f"{server.url}#{request.getfixturevalue('redis_prefix')}"
+
+
+def test_processes_threads_and_an_operator_lose_no_update(shared: str) -> None:
+    setup = open_store(shared)
+    manager = SymbolFreezeManager(FreezePolicy(), store=setup)
     for symbol in PREFROZEN:
         manager.freeze(symbol, "before the run")
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=worker_process, args=(str(tmp_path), p, results)) for p in range(PROCESSES)]
-    procs.append(ctx.Process(target=operator_process, args=(str(tmp_path), results)))
+    procs = [ctx.Process(target=worker_process, args=(shared, p, results)) for p in range(PROCESSES)]
+    procs.append(ctx.Process(target=operator_process, args=(shared, results)))
     for p in procs:
         p.start()
     reports = [results.get(timeout=300) for _ in procs]  # bounded: a deadlock fails here, not hangs
@@ -117,9 +145,13 @@ def test_processes_threads_and_an_operator_lose_no_update(tmp_path: Path) -> Non
     assert all(errors == [] for _, errors in reports), reports
 
     model = sequential_model()
-    state = JsonFileStore(tmp_path).read("symbol_freeze")
+    reader = open_store(shared)
+    state = reader.read("symbol_freeze")
     counts = {s: e["count"] for s, e in state.get("failures", {}).items() if s in model["failures"]}
     assert counts == model["failures"]  # every failure from every thread of every process, counted once
     assert set(state["frozen"]) == model["frozen"]  # freezes, worker unfreezes and the operator's unfreezes
-    restricted = set(SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(tmp_path)).get_restricted_symbols())
+    restricted = set(SymbolFreezeManager(FreezePolicy(), store=reader).get_restricted_symbols())
     assert model["restricted"] <= restricted
+    for store in (setup, reader):
+        if isinstance(store, RedisStore):
+            store.close()
