@@ -98,11 +98,13 @@ def test_corrupt_document_is_renamed_aside_and_the_last_good_copy_restored(
     raw = _raw(redis_server)
     raw.set(f"{redis_prefix}:state:state", b'{"schema_version": 1, "data": {"n": 2')  # a torn write by some other tool
     with caplog.at_level(logging.CRITICAL, logger="broker_guard.store.redis"):
-        assert store.read("state") == {"n": 1}
+        assert store.update("state", _incr) == ({"n": 2}, 2)  # an update always reads the server's copy
     assert any(r.levelno == logging.CRITICAL for r in caplog.records)
     aside = raw.keys(f"{redis_prefix}:state:state:corrupt-*")
     assert len(aside) == 1 and raw.get(aside[0]).startswith(b'{"schema_version": 1, "data"')
-    assert store.update("state", _incr) == ({"n": 2}, 2) and store.health().recovered
+    assert store.health().recovered
+    raw.set(f"{redis_prefix}:state:state", b"\x00garbage")
+    assert make_redis_store().read("state") == {"n": 1}  # a new worker's first read repairs it too (from the copy before)
 
 
 def test_audit_records_go_to_a_capped_stream(make_redis_store: Make, redis_server: Any, redis_prefix: str) -> None:
