@@ -8,20 +8,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import platform
 import statistics
 import sys
 import tempfile
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import backoff
 import wrapt
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, MemoryStore, PaperBroker, SymbolFreezeManager
+from broker_guard import (
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    JsonFileStore,
+    MemoryStore,
+    PaperBroker,
+    RedisStore,
+    Store,
+    SymbolFreezeManager,
+)
 from broker_guard.config import FreezePolicy
+
+
+def open_store(where: str) -> Store:
+    """``redis://host:port/db#prefix`` or a data directory."""
+    if where.startswith("redis://"):
+        url, _, prefix = where.partition("#")
+        return RedisStore(url, prefix=prefix)
+    return JsonFileStore(where)
+
+
+def close_store(store: Store) -> None:
+    if isinstance(store, RedisStore):
+        store.close()
 
 
 def per_call(fn: Callable[[], Any], number: int, repeat: int) -> float:
@@ -128,55 +153,60 @@ def _swallow(fn: Callable[[str], Any], arg: str) -> None:
         return
 
 
-def persistence(count: int) -> list[tuple[str, float, float]]:
-    with tempfile.TemporaryDirectory() as d:
-        manager = SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(d))
-        latencies = []
-        for i in range(count):
-            start = time.perf_counter()
-            manager.freeze(f"S{i}-USD")
-            latencies.append(time.perf_counter() - start)
-        p50 = statistics.median(latencies)
-        p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))]
-    return [("freeze reaching disk p50", p50, 1.0), ("freeze reaching disk p99", p99, p99 / p50)]
+def persistence(count: int, where: Callable[[], str], what: str) -> list[tuple[str, float, float]]:
+    store = open_store(where())
+    manager = SymbolFreezeManager(FreezePolicy(), store=store)
+    latencies = []
+    for i in range(count):
+        start = time.perf_counter()
+        manager.freeze(f"S{i}-USD")
+        latencies.append(time.perf_counter() - start)
+    close_store(store)
+    p50 = statistics.median(latencies)
+    p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))]
+    return [(f"freeze reaching {what} p50", p50, 1.0), (f"freeze reaching {what} p99", p99, p99 / p50)]
 
 
-def _record_failures(data_dir: str, worker: int, count: int, start: Any) -> None:
-    """One process: ``count`` failure records on a shared data_dir (never reaching the freeze threshold)."""
+def _record_failures(where: str, worker: int, count: int, start: Any) -> None:
+    """One process: ``count`` failure records on shared state (never reaching the freeze threshold)."""
     import logging
 
     logging.getLogger("broker_guard").setLevel(logging.CRITICAL)
-    manager = SymbolFreezeManager(FreezePolicy(failure_threshold=10**9), store=JsonFileStore(data_dir))
+    store = open_store(where)
+    manager = SymbolFreezeManager(FreezePolicy(failure_threshold=10**9), store=store)
     start.wait()
     for i in range(count):
         manager.record_price_fetch_failure(f"W{i % 8}-USD", "symbol not found")
+    close_store(store)
 
 
-def failure_throughput(per_process: int) -> list[tuple[str, float, float]]:
-    """Failure records per second with 1, 2 and 4 processes on one data_dir; the counts must add up (no lost update)."""
+def failure_throughput(per_process: int, where: Callable[[], str]) -> list[tuple[str, float, float]]:
+    """Failure records per second with 1, 2 and 4 processes on one shared state; the counts must add up (no lost update)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     rows = []
     base = None
     for processes in (1, 2, 4):
-        with tempfile.TemporaryDirectory() as d:
-            start = ctx.Barrier(processes + 1)
-            workers = [ctx.Process(target=_record_failures, args=(d, w, per_process, start)) for w in range(processes)]
-            for w in workers:
-                w.start()
-            start.wait()
-            began = time.perf_counter()
-            for w in workers:
-                w.join()
-            elapsed = time.perf_counter() - began
-            counted = sum(SymbolFreezeManager(FreezePolicy(), store=JsonFileStore(d)).get_stats()["pending_symbols"].values())
-            total = processes * per_process
-            if counted != total or any(w.exitcode for w in workers):
-                raise SystemExit(f"lost updates: {counted} failures counted of {total} recorded by {processes} processes")
-            rate = total / elapsed
-            base = base or rate
-            rows.append((f"failure records/s, {processes} process(es), {total} records, none lost", rate, rate / base))
+        d = where()
+        start = ctx.Barrier(processes + 1)
+        workers = [ctx.Process(target=_record_failures, args=(d, w, per_process, start)) for w in range(processes)]
+        for w in workers:
+            w.start()
+        start.wait()
+        began = time.perf_counter()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - began
+        reader = open_store(d)
+        counted = sum(SymbolFreezeManager(FreezePolicy(), store=reader).get_stats()["pending_symbols"].values())
+        close_store(reader)
+        total = processes * per_process
+        if counted != total or any(w.exitcode for w in workers):
+            raise SystemExit(f"lost updates: {counted} failures counted of {total} recorded by {processes} processes")
+        rate = total / elapsed
+        base = base or rate
+        rows.append((f"failure records/s, {processes} process(es), {total} records, none lost", rate, rate / base))
     return rows
 
 
@@ -210,6 +240,48 @@ def liquidation_scaling(sizes: list[int]) -> list[tuple[str, float, float]]:
     return rows
 
 
+def redis_success_path(number: int, repeat: int, url: str) -> list[tuple[str, float, float]]:
+    """The guarded price call on each store: a successful call never reaches the store, so the rows should match."""
+    broker = PaperBroker(prices={"BTC-USD": 50_000.0})
+    price = broker.get_current_price
+    stores: list[tuple[str, Store]] = [("MemoryStore", MemoryStore()), ("JsonFileStore", JsonFileStore(tempfile.mkdtemp()))]
+    stores.append(("RedisStore", RedisStore(url, prefix=f"bench{time.time_ns()}")))
+    timings = [("raw get_current_price", per_call(lambda: price("BTC-USD"), number, repeat))]
+    for name, store in stores:
+        clock = FakeClock()
+        guard = GuardedBroker(broker, GuardConfig.load(env={}), store=store, clock=clock, sleep=clock.sleep)
+
+        def call(g: Any = guard, c: FakeClock = clock) -> None:
+            c.advance(0.001)  # simulated time moves, so the one-second refresh runs as in a live bot
+            g.get_current_price("BTC-USD")
+
+        timings.append((f"GuardedBroker.get_current_price on {name} (clock advancing)", per_call(call, number, repeat)))
+        close_store(store)
+    base = timings[0][1]
+    return [(name, seconds, seconds / base) for name, seconds in timings]
+
+
+@contextlib.contextmanager
+def redis_url(given: str | None) -> Iterator[str | None]:
+    """The Redis to measure: ``--redis-url``, else a redis-server started here on a free port, else None."""
+    if given:
+        yield given
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from redis_server import RedisServer, redis_server_binary
+
+    if redis_server_binary() is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as d:
+        server = RedisServer(Path(d), durable=False)  # Redis's defaults: writes are not fsynced one by one
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
 def show(title: str, rows: list[tuple[str, float, float]], per_second: bool = False) -> None:
     print(f"\n### {title}\n\n| case | {'per second' if per_second else 'per call'} | ratio to baseline |\n|---|---:|---:|")
     for name, value, ratio in rows:
@@ -223,6 +295,7 @@ def _duration(seconds: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny counts: check that everything runs")
+    parser.add_argument("--redis-url", help="measure the Redis store on this server (default: start a local redis-server)")
     args = parser.parse_args()
     import logging
 
@@ -232,8 +305,17 @@ def main() -> int:
     show("Success path (sync)", success_path(n, r))
     show("Success path (async)", async_path(n // 4))
     show("Failure path (zero delays)", failure_path(max(50, n // 20)))
-    show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500))
-    show("Failure records, processes sharing a data_dir (JSON store)", failure_throughput(10 if args.smoke else 200), per_second=True)
+    show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500, tempfile.mkdtemp, "disk"))
+    records = 10 if args.smoke else 200
+    show("Failure records, processes sharing a data_dir (JSON store)", failure_throughput(records, tempfile.mkdtemp), per_second=True)
+    with redis_url(args.redis_url) as url:
+        if url is None:
+            print("\n### Redis store: skipped (no redis-server here; pass --redis-url)")
+        else:
+            fresh = lambda: f"{url}#bench{time.time_ns()}"  # noqa: E731 - a new prefix per measurement
+            show("Success path by store (sync)", redis_success_path(n, r, url))
+            show("Persistence (Redis store, one process, loopback)", persistence(20 if args.smoke else 500, fresh, "Redis"))
+            show("Failure records, processes sharing one Redis", failure_throughput(records * 5, fresh), per_second=True)
     show("Price call vs number of frozen symbols", frozen_scaling(n // 4))
     show("Liquidation scaling", liquidation_scaling([10, 100] if args.smoke else [10, 100, 1_000, 10_000]))
     return 0

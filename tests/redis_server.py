@@ -31,13 +31,14 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, durable: bool = True) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
         self.port = port or free_port()
+        self.durable = durable  # AOF fsynced on every write (a restart keeps everything); else Redis's defaults, no snapshots
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -47,7 +48,9 @@ class RedisServer:
 
     def start(self, timeout: float = 20.0) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no", "--logfile", ""]
+        args += ["--save", "", "--daemonize", "no", "--logfile", ""]
+        if self.durable:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()  # raw reads: a buffered reader would hide lines from select()
