@@ -106,3 +106,14 @@ def test_long_scans_draw_progress_on_stderr_and_keep_stdout_for_json(tmp_path: P
 def test_short_scans_draw_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["--json", "--data-dir", str(tmp_path), "dust", "--dry-run"])
     assert "positions valued" not in capsys.readouterr().err
+
+
+def test_a_change_the_cli_could_not_save_is_an_error_not_done(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import filelock
+
+    Path(tmp_path, "cfg.json").write_text(json.dumps({"guard": {"lock_timeout_seconds": 0.05}}))
+    with filelock.FileLock(str(tmp_path / "symbol_freeze.json.lock")):  # a hung bot holding the state
+        code = main(["--data-dir", str(tmp_path), "--config", str(tmp_path / "cfg.json"), "freeze", "SOL-USD"])
+    captured = capsys.readouterr()
+    assert code == 1 and "stayed locked" in captured.err and "done" not in captured.out
+    assert not (tmp_path / "symbol_freeze.json").exists()  # nothing was written
