@@ -7,9 +7,11 @@ transaction is retried on the new document, so no update is lost. The
 previous document is kept under ``...:bak`` for recovery, audit records go to
 a capped stream ``<prefix>:audit:<name>``.
 
-Every change is published on ``<prefix>:changes``. A listener thread keeps a
-local revision per state from those messages, so ``version()`` costs no round
-trip and a guard's once-a-second refresh reads only what changed.
+Every change is published on ``<prefix>:changes`` with the new document. A
+listener thread keeps the revision and the document per state from those
+messages, so ``version()`` costs no round trip, a guard's once-a-second
+refresh reads only what changed, and a guard cut off right after a notice
+still knows what it announced.
 
 When Redis is unreachable the store serves the last state it saw, applies
 changes in memory, queues only those safe to re-apply later (``replay=True``:
@@ -117,7 +119,6 @@ class RedisStore:
         self._lines: dict[str, list[dict[str, Any]]] = {}  # audit records Redis did not take
         self._recovered: list[str] = []
         self._down: str | None = None  # why Redis is unusable; None while it works
-        self._subscribed = False  # notices are arriving, so memory follows every change
         self._stop = threading.Event()
         self._resync = threading.Event()  # a command failed: the listener reconnects and replays
         self._thread = threading.Thread(target=self._listen, name=f"broker-guard-redis:{prefix}", daemon=True)
@@ -126,11 +127,9 @@ class RedisStore:
     # -- interface ---------------------------------------------------------------------------
 
     def read(self, name: str) -> dict[str, Any]:
-        """The newest document: from memory when the notices say it is current, else one GET."""
-        with self._lock:
-            current = self._subscribed and name in self._memory and self._memory_revision.get(name, -1) >= self._revisions.get(name, 0)
-            if current or (self._down is not None and self._degrade_allowed):
-                return copy.deepcopy(self._memory.get(name, {}))
+        """The server's document (one GET; a guard reads only after a change notice), or while Redis is down the last one seen."""
+        if self._down is not None and self._degrade_allowed:
+            return self._memory_copy(name)
         try:
             data, revision = self._fetch(name)
         except _UNREACHABLE as exc:
@@ -314,8 +313,10 @@ class RedisStore:
         return copy.deepcopy(data), result
 
     def _remember(self, name: str, data: dict[str, Any], revision: int) -> None:
+        """Keep the newest document seen; while Redis is down memory holds this process's own changes, which
+        a notice read late from the socket must not overwrite (the reconnect re-fetches everything)."""
         with self._lock:
-            if revision >= self._memory_revision.get(name, 0):
+            if self._down is None and revision >= self._memory_revision.get(name, 0):
                 self._memory[name] = data
                 self._memory_revision[name] = revision
             self._note(name, revision)
@@ -341,7 +342,6 @@ class RedisStore:
                 )
                 self._down = f"unreachable since {utc_iso(self._clock())}: {exc}"
                 self._changed.notify_all()
-            self._subscribed = False
             self._resync.set()
         if not self._degrade_allowed:
             raise StoreError(f"Redis store {self.location} is unreachable ({exc}); nothing was changed", cause=exc) from exc
@@ -373,7 +373,6 @@ class RedisStore:
                 self._memory[name], self._memory_revision[name], self._revisions[name] = data, revision, revision
             self._down = None
             self._not_replayed = 0
-            self._subscribed = True
             self._epoch += 1
             self._changed.notify_all()
 

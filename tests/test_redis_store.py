@@ -223,3 +223,15 @@ def test_a_server_stopped_and_restarted_keeps_its_state_and_gets_the_replay(tmp_
         assert json.loads(redis.Redis.from_url(server.url).get("restart:state:state"))["data"] == {"n": 2}
     finally:
         server.stop()
+
+
+def test_a_late_notice_does_not_overwrite_changes_made_during_an_outage(make_redis_store: Make, link: TcpLink) -> None:
+    """A notice already in the listener's socket buffer when the link drops is read after the outage began;
+    it carries the document from before, which must not replace what this process changed since."""
+    store = make_redis_store(url=link.url())
+    store.update("state", lambda d: d.update(count=1))
+    link.cut()
+    store.update("state", lambda d: d.update(count=d["count"] + 1))  # in memory, queued
+    late = {"schema_version": 1, "revision": 1, "updated_at": "2026-01-01T00:00:00+00:00", "data": {"count": 1}}
+    store._on_message(f"state 1 {json.dumps(late)}".encode())  # the listener reading the old notice late
+    assert store.read("state") == {"count": 2}
