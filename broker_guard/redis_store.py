@@ -39,7 +39,7 @@ from broker_guard.config import STORE_PREFIX_PATTERN
 from broker_guard.errors import ConfigError, StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.store import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth
+from broker_guard.store import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth, parse_document
 
 try:
     import redis
@@ -245,8 +245,7 @@ class RedisStore:
                         continue
                     results = [mutate(data) for mutate in mutations]
                     revision += 1
-                    doc = {"schema_version": SCHEMA_VERSION, "revision": revision, "updated_at": utc_iso(self._clock()), "data": data}
-                    payload = redact(json.dumps(doc, sort_keys=True, default=str), self._secrets)
+                    payload = self._encode(data, revision)
                     pipe.multi()
                     pipe.set(key, payload, px=ttl)
                     if raw is not None:
@@ -270,14 +269,18 @@ class RedisStore:
             return self._recover(name, exc)
 
     def _decode(self, name: str, raw: bytes | str) -> tuple[dict[str, Any], int]:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-            raise ValueError(f"{self._key(name)} is not a broker_guard state document")
-        version, revision = doc.get("schema_version"), doc.get("revision")
-        if not isinstance(version, int) or version > SCHEMA_VERSION or not isinstance(revision, int):
-            raise ValueError(f"{self._key(name)} has an unsupported schema_version {version!r} or revision {revision!r}")
-        data: dict[str, Any] = doc["data"]
-        return data, revision
+        try:
+            doc = parse_document(raw)
+        except ValueError as exc:
+            raise ValueError(f"{self._key(name)}: {exc}") from exc
+        revision = doc.get("revision")
+        if not isinstance(revision, int):
+            raise ValueError(f"{self._key(name)} has no revision ({revision!r})")
+        return doc["data"], revision
+
+    def _encode(self, data: dict[str, Any], revision: int) -> str:
+        doc = {"schema_version": SCHEMA_VERSION, "revision": revision, "updated_at": utc_iso(self._clock()), "data": data}
+        return redact(json.dumps(doc, sort_keys=True, default=str), self._secrets)
 
     def _recover(self, name: str, problem: Exception) -> tuple[dict[str, Any], int]:
         """A damaged document is renamed aside and the previous good one put back, as the file store does."""
@@ -289,8 +292,7 @@ class RedisStore:
             source = "the last good copy"
         except _BAD_DOCUMENT:
             data, revision, source = {}, 0, "empty state (no good copy)"
-        doc = {"schema_version": SCHEMA_VERSION, "revision": revision + 1, "updated_at": utc_iso(self._clock()), "data": data}
-        payload = json.dumps(doc, sort_keys=True, default=str)
+        payload = self._encode(data, revision + 1)
         with self._client.pipeline(transaction=True) as pipe:
             pipe.rename(key, aside)
             pipe.set(key, payload, px=self._ttl_ms.get(name))

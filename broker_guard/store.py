@@ -322,14 +322,19 @@ class JsonFileStore:
         return redact(text, self._secrets)
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    doc = json.loads(raw.decode("utf-8"))
+def parse_document(raw: bytes | str) -> dict[str, Any]:
+    """A state document (``schema_version``, ``data``, ...) as any store writes it; ``ValueError`` when damaged."""
+    doc = json.loads(raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         raise ValueError("not a broker_guard state document")
     version = doc.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ValueError(f"unsupported schema_version {version!r}")
-    data: dict[str, Any] = doc["data"]
+    return doc
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = parse_document(raw)["data"]
     return data
 
 
