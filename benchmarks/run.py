@@ -34,14 +34,16 @@ from broker_guard import (
     SymbolFreezeManager,
 )
 from broker_guard.config import FreezePolicy
+from broker_guard.store import store_from_config
 
 
-def open_store(where: str) -> Store:
-    """``redis://host:port/db#prefix`` or a data directory."""
-    if where.startswith("redis://"):
-        url, _, prefix = where.partition("#")
-        return RedisStore(url, prefix=prefix)
-    return JsonFileStore(where)
+def open_store(where: dict[str, Any]) -> Store:
+    """The store the ``guard`` settings ``where`` name (a data_dir, or a Redis URL and prefix), as a bot opens it."""
+    return store_from_config(GuardConfig.load(env={}, guard=where))
+
+
+def new_data_dir() -> dict[str, Any]:
+    return {"data_dir": tempfile.mkdtemp()}
 
 
 def close_store(store: Store) -> None:
@@ -153,7 +155,7 @@ def _swallow(fn: Callable[[str], Any], arg: str) -> None:
         return
 
 
-def persistence(count: int, where: Callable[[], str], what: str) -> list[tuple[str, float, float]]:
+def persistence(count: int, where: Callable[[], dict[str, Any]], what: str) -> list[tuple[str, float, float]]:
     store = open_store(where())
     manager = SymbolFreezeManager(FreezePolicy(), store=store)
     latencies = []
@@ -167,7 +169,7 @@ def persistence(count: int, where: Callable[[], str], what: str) -> list[tuple[s
     return [(f"freeze reaching {what} p50", p50, 1.0), (f"freeze reaching {what} p99", p99, p99 / p50)]
 
 
-def _record_failures(where: str, worker: int, count: int, start: Any) -> None:
+def _record_failures(where: dict[str, Any], worker: int, count: int, start: Any) -> None:
     """One process: ``count`` failure records on shared state (never reaching the freeze threshold)."""
     import logging
 
@@ -180,7 +182,7 @@ def _record_failures(where: str, worker: int, count: int, start: Any) -> None:
     close_store(store)
 
 
-def failure_throughput(per_process: int, where: Callable[[], str]) -> list[tuple[str, float, float]]:
+def failure_throughput(per_process: int, where: Callable[[], dict[str, Any]]) -> list[tuple[str, float, float]]:
     """Failure records per second with 1, 2 and 4 processes on one shared state; the counts must add up (no lost update)."""
     import multiprocessing
 
@@ -305,14 +307,14 @@ def main() -> int:
     show("Success path (sync)", success_path(n, r))
     show("Success path (async)", async_path(n // 4))
     show("Failure path (zero delays)", failure_path(max(50, n // 20)))
-    show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500, tempfile.mkdtemp, "disk"))
+    show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500, new_data_dir, "disk"))
     records = 10 if args.smoke else 200
-    show("Failure records, processes sharing a data_dir (JSON store)", failure_throughput(records, tempfile.mkdtemp), per_second=True)
+    show("Failure records, processes sharing a data_dir (JSON store)", failure_throughput(records, new_data_dir), per_second=True)
     with redis_url(args.redis_url) as url:
         if url is None:
             print("\n### Redis store: skipped (no redis-server here; pass --redis-url)")
         else:
-            fresh = lambda: f"{url}#bench{time.time_ns()}"  # noqa: E731 - a new prefix per measurement
+            fresh = lambda: {"store_url": url, "store_prefix": f"bench{time.time_ns()}"}  # noqa: E731 - a new prefix per measurement
             show("Success path by store (sync)", redis_success_path(n, r, url))
             show("Persistence (Redis store, one process, loopback)", persistence(20 if args.smoke else 500, fresh, "Redis"))
             show("Failure records, processes sharing one Redis", failure_throughput(records * 5, fresh), per_second=True)

@@ -21,7 +21,6 @@ import pytest
 from broker_guard import (
     GuardConfig,
     GuardedBroker,
-    JsonFileStore,
     PaperBroker,
     RedisStore,
     Store,
@@ -29,6 +28,7 @@ from broker_guard import (
     SymbolFreezeManager,
 )
 from broker_guard.config import FreezePolicy
+from broker_guard.store import store_from_config
 
 FULL = bool(os.environ.get("BROKER_GUARD_FULL"))
 PROCESSES, THREADS, OPS = (4, 4, 120) if FULL else (3, 3, 24)
@@ -38,15 +38,12 @@ OPERATOR_UNFREEZES = PREFROZEN[:5]
 OPERATOR_RESTRICTS = [f"R{k}-USD" for k in range(5)]
 
 
-def open_store(where: str) -> Store:
-    """``redis://...#prefix`` or a data directory."""
-    if where.startswith("redis://"):
-        url, _, prefix = where.partition("#")
-        return RedisStore(url, prefix=prefix)
-    return JsonFileStore(where, lock_timeout=20.0)
+def open_store(where: dict[str, Any]) -> Store:
+    """The store the ``guard`` settings ``where`` name (a data_dir, or a Redis URL and prefix), as a bot opens it."""
+    return store_from_config(GuardConfig.load(env={}, guard={"lock_timeout_seconds": 20.0, **where}))
 
 
-def worker_process(data_dir: str, proc: int, results: Any) -> None:
+def worker_process(where: dict[str, Any], proc: int, results: Any) -> None:
     """One bot process: THREADS threads trading through one GuardedBroker on the shared state."""
     import logging
 
@@ -56,12 +53,11 @@ def worker_process(data_dir: str, proc: int, results: Any) -> None:
         paper.delist(symbol)
     config = GuardConfig.load(
         env={},
-        data_dir=data_dir,
         symbol_freeze={"failure_threshold": 10**9},
         balance={"base_delay": 0.0, "max_delay": 0.0, "persist_interval_seconds": 0.0},
-        guard={"lock_timeout_seconds": 20.0, "refresh_interval_seconds": 0.0},
+        guard={"lock_timeout_seconds": 20.0, "refresh_interval_seconds": 0.0, **where},
     )
-    guard = GuardedBroker(paper, config, store=open_store(data_dir))
+    guard = GuardedBroker(paper, config)  # its store from the config, as a bot's
     guard.get_account_balance()
     errors: list[str] = []
 
@@ -93,11 +89,11 @@ def worker_process(data_dir: str, proc: int, results: Any) -> None:
     results.put((proc, errors))
 
 
-def operator_process(data_dir: str, results: Any) -> None:
+def operator_process(where: dict[str, Any], results: Any) -> None:
     import logging
 
     logging.disable(logging.CRITICAL)
-    manager = SymbolFreezeManager(FreezePolicy(), store=open_store(data_dir))
+    manager = SymbolFreezeManager(FreezePolicy(), store=open_store(where))
     for unfreeze, restrict in zip(OPERATOR_UNFREEZES, OPERATOR_RESTRICTS, strict=True):
         manager.unfreeze_symbol(unfreeze, "operator")
         manager.restrict(restrict)
@@ -120,14 +116,14 @@ def sequential_model() -> dict[str, Any]:
 
 
 @pytest.fixture(params=["file", "redis"])
-def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The ``guard`` settings that point every process at the same state."""
     if request.param == "file":
-        return str(tmp_path)
-    server = request.getfixturevalue("redis_server")
-    return f"{server.url}#{request.getfixturevalue('redis_prefix')}"
+        return {"data_dir": str(tmp_path)}
+    return {"store_url": request.getfixturevalue("redis_server").url, "store_prefix": request.getfixturevalue("redis_prefix")}
 
 
-def test_processes_threads_and_an_operator_lose_no_update(shared: str) -> None:
+def test_processes_threads_and_an_operator_lose_no_update(shared: dict[str, Any]) -> None:
     setup = open_store(shared)
     manager = SymbolFreezeManager(FreezePolicy(), store=setup)
     for symbol in PREFROZEN:
