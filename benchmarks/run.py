@@ -34,7 +34,7 @@ from broker_guard import (
     SymbolFreezeManager,
 )
 from broker_guard.config import FreezePolicy
-from broker_guard.store import store_from_config
+from broker_guard.state.select import store_from_config
 
 
 def open_store(where: dict[str, Any]) -> Store:

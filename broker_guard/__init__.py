@@ -4,13 +4,21 @@
 retry and fall back, price calls refuse frozen and restricted symbols and
 record failures, entry orders on them are refused, and ``dust()`` /
 ``normalize()`` close small positions safely.
+
+The seed's components are where the seed's imports look for them:
+``broker_guard.enhanced_balance_fetcher``, ``.symbol_freeze_manager``,
+``.broker_dust_cleanup`` and ``.user_account_normalization``. Test helpers (a
+manual clock, the paper broker) are in ``broker_guard.testing``. Names
+outside ``__all__`` that older code imports from here still resolve, on first
+use, so ``import broker_guard`` loads neither redis nor ccxt.
 """
 
-from broker_guard.broker_dust_cleanup import BrokerDustCleanup, DustResult, get_broker_dust_cleanup
-from broker_guard.classify import FailureKind, classify
-from broker_guard.clock import FakeClock
-from broker_guard.config import BalancePolicy, DustPolicy, FreezePolicy, GuardConfig, GuardSettings, NormalizationPolicy
-from broker_guard.enhanced_balance_fetcher import EnhancedBalanceFetcher, get_enhanced_balance_fetcher
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from broker_guard.config import GuardConfig
 from broker_guard.errors import (
     BalanceUnavailableError,
     BrokerGuardError,
@@ -24,56 +32,67 @@ from broker_guard.errors import (
     SymbolRestrictedError,
 )
 from broker_guard.events import GuardEvent
-from broker_guard.paper import PaperBroker
-from broker_guard.positions import Position
-from broker_guard.profiles import CCXT, GENERIC, MethodSpec, Profile
-from broker_guard.proxy import GuardedBroker
-from broker_guard.redis_store import RedisStore
-from broker_guard.store import JsonFileStore, MemoryStore, Store
-from broker_guard.symbol_freeze_manager import FrozenSymbol, SymbolFreezeManager, get_symbol_freeze_manager
-from broker_guard.user_account_normalization import run_normalization_pass
+from broker_guard.guard.profiles import MethodSpec, Profile
+from broker_guard.guarded import GuardedBroker
+from broker_guard.liquidation.dust import DustResult
+from broker_guard.liquidation.positions import Position
+from broker_guard.state.base import Store
+from broker_guard.state.files import JsonFileStore
+from broker_guard.state.memory import MemoryStore
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CCXT",
-    "GENERIC",
-    "BalancePolicy",
     "BalanceUnavailableError",
-    "BrokerDustCleanup",
     "BrokerGuardError",
     "ConfigError",
-    "DustPolicy",
     "DustResult",
-    "EnhancedBalanceFetcher",
-    "FailureKind",
-    "FakeClock",
-    "FreezePolicy",
-    "FrozenSymbol",
     "GuardConfig",
     "GuardEvent",
     "GuardRefusedError",
-    "GuardSettings",
     "GuardedBroker",
     "InvalidResponseError",
     "JsonFileStore",
     "LiquidationError",
     "MemoryStore",
     "MethodSpec",
-    "NormalizationPolicy",
-    "PaperBroker",
     "Position",
     "Profile",
     "RedisStore",
     "Store",
     "StoreError",
     "StoreLockTimeoutError",
-    "SymbolFreezeManager",
     "SymbolFrozenError",
     "SymbolRestrictedError",
-    "classify",
-    "get_broker_dust_cleanup",
-    "get_enhanced_balance_fetcher",
-    "get_symbol_freeze_manager",
-    "run_normalization_pass",
 ]
+
+# name -> module: resolved on first use (PEP 562), so importing the package stays light
+_ON_FIRST_USE = {
+    "RedisStore": "broker_guard.state.redis_store",
+    "BalancePolicy": "broker_guard.config",
+    "DustPolicy": "broker_guard.config",
+    "FreezePolicy": "broker_guard.config",
+    "GuardSettings": "broker_guard.config",
+    "NormalizationPolicy": "broker_guard.config",
+    "FailureKind": "broker_guard.classify",
+    "classify": "broker_guard.classify",
+    "CCXT": "broker_guard.guard.profiles",
+    "GENERIC": "broker_guard.guard.profiles",
+    "FakeClock": "broker_guard.testing",
+    "PaperBroker": "broker_guard.testing",
+    "BrokerDustCleanup": "broker_guard.broker_dust_cleanup",
+    "get_broker_dust_cleanup": "broker_guard.broker_dust_cleanup",
+    "EnhancedBalanceFetcher": "broker_guard.enhanced_balance_fetcher",
+    "get_enhanced_balance_fetcher": "broker_guard.enhanced_balance_fetcher",
+    "FrozenSymbol": "broker_guard.symbol_freeze_manager",
+    "SymbolFreezeManager": "broker_guard.symbol_freeze_manager",
+    "get_symbol_freeze_manager": "broker_guard.symbol_freeze_manager",
+    "run_normalization_pass": "broker_guard.user_account_normalization",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'broker_guard' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -22,10 +22,10 @@ from broker_guard.clock import FakeClock
 from broker_guard.config import GuardConfig
 from broker_guard.errors import BrokerGuardError, ConfigError, StoreError
 from broker_guard.events import GuardEvent
+from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.guarded import GuardedBroker
 from broker_guard.paper import PaperBroker
-from broker_guard.proxy import GuardedBroker
-from broker_guard.store import store_from_config
-from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+from broker_guard.state.select import store_from_config
 from broker_guard.symbols import canonical_symbol
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE, EXIT_BROKER = 0, 1, 2, 3

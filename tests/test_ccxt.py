@@ -29,7 +29,7 @@ from ccxt_fixtures import (  # noqa: E402
 from ccxt_server import ExchangeServer  # noqa: E402
 
 from broker_guard import FakeClock, GuardConfig, GuardedBroker, MemoryStore, SymbolFrozenError  # noqa: E402
-from broker_guard.profiles import CCXT  # noqa: E402
+from broker_guard.guard.profiles import CCXT  # noqa: E402
 
 API_KEY = "AKIAKEYDONOTLEAK123456"
 SECRET = base64.b64encode(b"SECRET-DO-NOT-LEAK-987654").decode()
@@ -129,7 +129,7 @@ MODES = pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"]
 @MODES
 def test_ccxt_exchanges_get_the_ccxt_profile_and_prices_pass_through(venue: Venue, is_async: bool) -> None:
     async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
-        assert guard._self_profile is CCXT and guard._self_is_async is is_async
+        assert guard.guard_context.profile is CCXT and guard.guard_context.is_async is is_async
         ticker = await maybe(guard.fetch_ticker(venue.symbol("BTC")))
         assert ticker["last"] == 50_000.0
         tickers = await maybe(guard.fetch_tickers([venue.symbol("BTC"), venue.symbol("ETH")]))
@@ -273,7 +273,7 @@ def test_normalize_closes_under_the_minimum_through_create_order(is_async: bool)
 
 
 def test_sync_engine_refuses_to_drive_an_async_exchange_without_await() -> None:
-    from broker_guard._async_bridge import resolve
+    from broker_guard.guard.async_bridge import resolve
 
     async def coroutine() -> int:
         return 1

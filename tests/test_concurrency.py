@@ -28,7 +28,7 @@ from broker_guard import (
     SymbolFreezeManager,
 )
 from broker_guard.config import FreezePolicy
-from broker_guard.store import store_from_config
+from broker_guard.state.select import store_from_config
 
 FULL = bool(os.environ.get("BROKER_GUARD_FULL"))
 PROCESSES, THREADS, OPS = (4, 4, 120) if FULL else (3, 3, 24)

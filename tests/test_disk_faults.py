@@ -32,7 +32,7 @@ def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, 
     def no_space(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", no_space)
+    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", no_space)
     fail_price_calls(guard, "OLD-USD", 2)  # the third failure freezes, in memory
     with pytest.raises(SymbolFrozenError):
         guard.get_current_price("OLD-USD")
@@ -42,7 +42,7 @@ def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, 
     on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
     assert on_disk["failures"]["OLD/USD"]["count"] == 1  # what was persisted before is intact
 
-    monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", real_mkstemp)
+    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", real_mkstemp)
     guard.freeze_manager.freeze("ETH-USD", "operator")  # the next write replays what was kept in memory
     on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
     assert {"OLD/USD", "ETH/USD"} <= set(on_disk["frozen"])

@@ -245,7 +245,7 @@ def test_order_failures_are_never_retried_and_reported_as_failed(setup: Any, fau
     assert len(broker.orders) == 1  # one attempt: a retried order can fill twice
     assert result["failed"] == 1 and result["closed"] == 0
     no_secret_logged(caplog)
-    audit = guard._self_store.read_lines("audit")
+    audit = guard.guard_context.store.read_lines("audit")
     assert KEY not in str(audit)
 
 

@@ -9,39 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
+
+from broker_guard.core.validate import plain_price, ticker_price
 
 ROLES = ("balance", "price", "positions", "order")
 EXIT_SIDES = frozenset({"sell", "close", "exit", "reduce"})
 ENTRY_SIDES = frozenset({"buy", "long", "short", "open"})
-
-
-_INF = math.inf
-
-
-def plain_price(value: Any) -> float | None:
-    """A price that can be right: a finite number above zero (bools and strings are not prices)."""
-    if type(value) is float:  # the common case first: the success path of every price call runs this
-        return value if 0.0 < value < _INF else None  # NaN fails both comparisons
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        return None
-    number = float(value)
-    return number if number > 0 and math.isfinite(number) else None
-
-
-def ticker_price(value: Any) -> float | None:
-    """ccxt ticker: ``last``, else the bid/ask mid."""
-    if not isinstance(value, Mapping):
-        return None
-    last = plain_price(value.get("last"))
-    if last is not None:
-        return last
-    bid, ask = plain_price(value.get("bid")), plain_price(value.get("ask"))
-    return (bid + ask) / 2 if bid is not None and ask is not None else None
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from broker_guard.proxy import GuardedBroker
+from broker_guard.guard.context import GuardContext
 
 CONSECUTIVE_ERRORS_ALERT = 3
 
 
-def guard_health(guard: GuardedBroker) -> dict[str, Any]:
-    config = guard.guard_config
-    stats = guard.freeze_manager.get_stats()
-    balance = guard.balance_fetcher.get_last_known_balance(guard.account)
-    errors = guard.balance_fetcher.account_health().get(guard.account)
-    persistence = guard._self_store.health().as_dict()
+def guard_health(ctx: GuardContext) -> dict[str, Any]:
+    config = ctx.config
+    stats = ctx.freeze.get_stats()
+    balance = ctx.balance.get_last_known_balance(ctx.account)
+    errors = ctx.balance.account_health().get(ctx.account)
+    persistence = ctx.store.health().as_dict()
     alerts: list[str] = []
     if stats["frozen_count"] > config.freeze.alert_frozen_count:
         alerts.append(f"High number of frozen symbols: {stats['frozen_count']} (limit {config.freeze.alert_frozen_count})")
@@ -32,7 +31,7 @@ def guard_health(guard: GuardedBroker) -> dict[str, Any]:
     return {
         "ok": not alerts,
         "alerts": alerts,
-        "account": guard.account,
+        "account": ctx.account,
         "frozen_count": stats["frozen_count"],
         "frozen_symbols": stats["frozen_symbols"],
         "manual_review_required": stats["manual_review_required"],

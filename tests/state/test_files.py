@@ -71,12 +71,12 @@ def test_unwritable_dir_degrades_to_memory_and_replays_later(tmp_path: Path, mon
     def full_disk(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", full_disk)
+    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", full_disk)
     data, _ = store.update("state", _incr)
     assert data == {"n": 2}  # the caller goes on
     assert not store.health().ok and "No space" in next(iter(store.health().degraded.values()))
     assert json.loads((tmp_path / "state.json").read_text())["data"] == {"n": 1}  # disk copy untouched
-    monkeypatch.setattr("broker_guard.store.tempfile.mkstemp", real_mkstemp)
+    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", real_mkstemp)
     data, _ = store.update("state", _incr)
     assert data == {"n": 3}  # the change made in memory was replayed onto disk
     assert json.loads((tmp_path / "state.json").read_text())["data"] == {"n": 3}

@@ -1,8 +1,8 @@
-"""GuardedBroker: a ``wrapt.ObjectProxy`` that guards a broker's balance, price and order calls.
+"""BrokerProxy: the ``wrapt.ObjectProxy`` under ``GuardedBroker`` that guards a broker's role methods.
 
 Every attribute of the broker still works and ``isinstance(guarded,
 type(broker))`` holds. The methods a profile names are intercepted by
-defining them on a subclass of ``GuardedBroker`` made for each guard (no
+defining them on a subclass made for each guard (no
 ``__getattr__`` tricks; wrapt's ``AutoObjectProxy`` does the same). They are
 closures over the guard's parts, so the success path reads no attribute
 through the proxy. Replacing ``__wrapped__`` afterwards is not supported:
@@ -17,28 +17,27 @@ from typing import Any
 
 import wrapt
 
-from broker_guard._async_bridge import run_in_thread
 from broker_guard.classify import FailureKind
 from broker_guard.clock import Clock, Sleep, asyncio_sleep, system_clock, system_sleep
 from broker_guard.config import GuardConfig
-from broker_guard.enhanced_balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.errors import ConfigError, GuardRefusedError, InvalidResponseError
 from broker_guard.events import EventHook
-from broker_guard.profiles import EXIT_SIDES, MethodSpec, Profile, account_key, param_index, resolve_profile
+from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
+from broker_guard.guard.context import GuardContext
+from broker_guard.guard.freeze_manager import ALLOW, PROBE, SymbolFreezeManager
+from broker_guard.guard.profiles import EXIT_SIDES, MethodSpec, Profile, account_key, param_index, resolve_profile
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, secrets_of
-from broker_guard.store import Store, store_from_config
-from broker_guard.symbol_freeze_manager import ALLOW, PROBE, SymbolFreezeManager
+from broker_guard.state.base import Store
+from broker_guard.state.select import store_from_config
 from broker_guard.symbols import _cache as symbols_cache
 from broker_guard.symbols import canonical_symbol
 
 log = redact_logger("broker_guard.proxy")
 
-OWN_API = ("health", "dust", "find_dust", "normalize", "valued_positions", "start_maintenance", "stop_maintenance")
 
-
-class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
-    """Wrap ``broker``; strategy code keeps calling the same methods.
+class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
+    """Wrap ``broker``; strategy code keeps calling the same methods (``GuardedBroker`` is the public face).
 
     ``config``: a ``GuardConfig`` (default: ``GuardConfig.load()``, file and
     environment). ``store``: where shared state lives (default: what
@@ -49,11 +48,13 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     receives ``GuardEvent``s.
     """
 
-    def __new__(cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any) -> GuardedBroker:
-        if isinstance(broker, GuardedBroker):
+    _guard_own_api: tuple[str, ...] = ()  # the subclass's own methods, which shadow the broker's
+
+    def __new__(cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any) -> BrokerProxy:
+        if isinstance(broker, BrokerProxy):
             raise TypeError("this broker is already guarded; wrap the raw broker once")
         layout = _layout(broker, resolve_profile(broker, profile))
-        instance: GuardedBroker = super().__new__(_guarded_class(cls, broker, layout))
+        instance: BrokerProxy = super().__new__(_guarded_class(cls, broker, layout))
         return instance
 
     def __init__(
@@ -79,14 +80,8 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         if store is None:
             store = store_from_config(config, clock=clock)
         store.add_secrets(secrets)
-        self._self_config = config
-        self._self_profile = resolve_profile(broker, profile)
-        self._self_clock = clock
-        self._self_store = store
-        self._self_secrets = secrets
-        self._self_on_event = on_event
-        self._self_account = account_key(broker, config.guard.account)
-        self._self_freeze = SymbolFreezeManager(
+        account = account_key(broker, config.guard.account)
+        freeze = SymbolFreezeManager(
             config.freeze,
             store=store,
             clock=clock,
@@ -94,7 +89,7 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             on_event=on_event,
             secrets=secrets,
         )
-        self._self_balance = EnhancedBalanceFetcher(
+        balance = EnhancedBalanceFetcher(
             config.balance,
             store=store,
             clock=clock,
@@ -103,106 +98,58 @@ class GuardedBroker(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             on_event=on_event,
             secrets=secrets,
             transient_exceptions=transient_exceptions,
-            account=self._self_account,
+            account=account,
         )
-        self._self_maintenance: Any = None
-        self._self_is_async = any(is_async for _, _, is_async, _ in type(self)._guard_layout)  # type: ignore[attr-defined]
-        _install_methods(self)
-        shadowed = [n for n in OWN_API if hasattr(type(broker), n)]
+        layout: _Layout = type(self)._guard_layout  # type: ignore[attr-defined]
+        self._self_ctx = GuardContext(
+            broker=broker,
+            guarded=self,
+            config=config,
+            profile=resolve_profile(broker, profile),
+            account=account,
+            store=store,
+            freeze=freeze,
+            balance=balance,
+            clock=clock,
+            secrets=secrets,
+            on_event=on_event,
+            is_async=any(is_async for _, _, is_async, _ in layout),
+        )
+        _install_methods(self._self_ctx, type(self), layout)
+        shadowed = [n for n in type(self)._guard_own_api if hasattr(type(broker), n)]
         if shadowed:
-            log.warning("broker attributes %s are shadowed by GuardedBroker's own; reach them via .__wrapped__", shadowed)
+            log.warning(
+                "broker attributes %s are shadowed by %s's own; reach them via .__wrapped__",
+                shadowed,
+                type(self).__mro__[1].__name__,
+            )
 
-    # -- the guard's own API -------------------------------------------------------------------
+    # -- the guard's parts -----------------------------------------------------------------
+
+    @property
+    def guard_context(self) -> GuardContext:
+        """The guard's parts as one typed object (what liquidation, health and maintenance work on)."""
+        return self._self_ctx  # type: ignore[no-any-return]
 
     @property
     def guard_config(self) -> GuardConfig:
-        return self._self_config  # type: ignore[no-any-return]
+        return self._self_ctx.config  # type: ignore[no-any-return]
 
     @property
     def freeze_manager(self) -> SymbolFreezeManager:
-        return self._self_freeze  # type: ignore[no-any-return]
+        return self._self_ctx.freeze  # type: ignore[no-any-return]
 
     @property
     def balance_fetcher(self) -> EnhancedBalanceFetcher:
-        return self._self_balance  # type: ignore[no-any-return]
+        return self._self_ctx.balance  # type: ignore[no-any-return]
 
     @property
     def account(self) -> str:
-        return self._self_account  # type: ignore[no-any-return]
-
-    def health(self) -> dict[str, Any]:
-        """The seed's monitoring figures and alerts; ``ok`` is False when any alert is raised."""
-        from broker_guard.health import guard_health
-
-        return guard_health(self)
-
-    def valued_positions(self) -> Any:
-        """The broker's positions, normalised (lots summed) and valued through the guard."""
-        from broker_guard.positions import read_positions, value_positions
-
-        return self._self_run(lambda: value_positions(self, read_positions(self)))
-
-    def find_dust(self, threshold_usd: float | None = None) -> Any:
-        """Positions worth less than the dust threshold whose value is known."""
-        from broker_guard.broker_dust_cleanup import BrokerDustCleanup
-
-        cleanup = BrokerDustCleanup(self._self_config.dust.threshold_usd, self._self_config.dust.dry_run, config=self._self_config)
-        return self._self_run(lambda: cleanup.find_dust_positions(self, threshold_usd))
-
-    def dust(self, dry_run: bool | None = None, threshold_usd: float | None = None) -> Any:
-        """Close every dust position at the broker (``config.dust``: threshold, dry-run, per-run cap)."""
-        from broker_guard.broker_dust_cleanup import run_dust_cleanup
-
-        policy = self._self_config.dust
-        return self._self_run(
-            lambda: run_dust_cleanup(
-                self,
-                policy.threshold_usd if threshold_usd is None else threshold_usd,
-                policy.dry_run if dry_run is None else dry_run,
-                policy.max_usd_per_run,
-            )
-        )
-
-    def normalize(
-        self, dry_run: bool = True, minimum_position_usd: float | None = None, consolidation_threshold_usd: float | None = None
-    ) -> Any:
-        """Close positions below the minimum, flag consolidation candidates; dry-run unless told otherwise.
-
-        Returns the result dict; for an async broker, an awaitable of it (as do ``dust``, ``positions`` and ``find_dust``).
-        """
-        from broker_guard.user_account_normalization import run_normalization_pass
-
-        return self._self_run(
-            lambda: run_normalization_pass(
-                self,
-                minimum_position_usd,
-                dry_run,
-                consolidation_threshold_usd=consolidation_threshold_usd,
-                config=self._self_config,
-            )
-        )
-
-    def start_maintenance(self, **kwargs: Any) -> Any:
-        """Start the background thread that runs scheduled dust cleanup and startup normalization."""
-        from broker_guard.maintenance import Maintenance
-
-        if self._self_is_async:
-            raise TypeError("the maintenance thread is for sync brokers; with an async broker, await guard.dust() in your own loop")
-        if self._self_maintenance is None:
-            self._self_maintenance = Maintenance(self, **kwargs)
-        self._self_maintenance.start()
-        return self._self_maintenance
-
-    def stop_maintenance(self, timeout: float = 10.0) -> None:
-        if self._self_maintenance is not None:
-            self._self_maintenance.stop(timeout)
-
-    def _self_run(self, work: Callable[[], Any]) -> Any:
-        """Run a liquidation-engine job: directly, or for an async broker as an awaitable (see ``_async_bridge``)."""
-        return run_in_thread(work) if self._self_is_async else work()
+        return self._self_ctx.account  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        return redact(f"<GuardedBroker account={self._self_account!r} of {self.__wrapped__!r}>", self._self_secrets)
+        ctx = self._self_ctx
+        return redact(f"<{type(self).__mro__[1].__name__} account={ctx.account!r} of {ctx.broker!r}>", ctx.secrets)
 
 
 class _Parts:
@@ -214,13 +161,13 @@ class _Parts:
 
     __slots__ = ("account", "balance", "broker", "config", "freeze", "secrets")
 
-    def __init__(self, guard: GuardedBroker) -> None:
-        self.broker: Any = guard.__wrapped__
-        self.freeze: SymbolFreezeManager = guard._self_freeze
-        self.balance: EnhancedBalanceFetcher = guard._self_balance
-        self.config: GuardConfig = guard._self_config
-        self.secrets: tuple[str, ...] = guard._self_secrets
-        self.account: str = guard._self_account
+    def __init__(self, ctx: GuardContext) -> None:
+        self.broker: Any = ctx.broker
+        self.freeze: SymbolFreezeManager = ctx.freeze
+        self.balance: EnhancedBalanceFetcher = ctx.balance
+        self.config: GuardConfig = ctx.config
+        self.secrets: tuple[str, ...] = ctx.secrets
+        self.account: str = ctx.account
 
     def admit(self, symbol: str, canon: str) -> int | None:
         """The freeze manager's verdict; None when a refused call should answer None (``frozen_returns_none``)."""
@@ -272,16 +219,15 @@ def _guarded_class(cls: type, broker: object, layout: _Layout) -> type:
     return type(f"{cls.__name__}[{type(broker).__name__}]", (cls,), methods)
 
 
-def _install_methods(guard: GuardedBroker) -> None:
-    parts = _Parts(guard)
-    sub = type(guard)
-    for name, spec, is_async, indexes in sub._guard_layout:  # type: ignore[attr-defined]
+def _install_methods(ctx: GuardContext, sub: type, layout: _Layout) -> None:
+    parts = _Parts(ctx)
+    for name, spec, is_async, indexes in layout:
         setattr(sub, name, _make_method(parts, name, spec, is_async, indexes))
 
 
 def _not_initialised(name: str) -> Callable[..., Any]:
-    def refuse(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"GuardedBroker.{name}: the guard was not initialised (GuardedBroker.__init__ did not run)")
+    def refuse(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{name}: the guard was not initialised (GuardedBroker.__init__ did not run)")
 
     return refuse
 
@@ -324,13 +270,13 @@ def _balance_method(parts: _Parts, name: str, is_async: bool) -> Callable[..., A
     plain_key = (account, name)
     if is_async:
 
-        async def balance_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        async def balance_async(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
             key = (account, _signature(name, args, kwargs)) if args or kwargs else plain_key
             return await fetcher.call_async(getattr(broker, name), args, kwargs, key)
 
         return balance_async
 
-    def balance(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+    def balance(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
         key = (account, _signature(name, args, kwargs)) if args or kwargs else plain_key
         return fetcher.call(getattr(broker, name), args, kwargs, key)
 
@@ -344,7 +290,7 @@ def _price_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, in
 
     if is_async:
 
-        async def price_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        async def price_async(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
             symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
             if not isinstance(symbol, str):
                 return await getattr(broker, name)(*args, **kwargs)
@@ -372,7 +318,7 @@ def _price_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, in
 
         return price_async
 
-    def price(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+    def price(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
         symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
         if not isinstance(symbol, str):
             return getattr(broker, name)(*args, **kwargs)
@@ -438,7 +384,7 @@ def _many_prices_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bo
 
     if is_async:
 
-        async def tickers_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        async def tickers_async(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
             args, kwargs, modes = before(args, kwargs)
             if modes == {} and _arg(args, kwargs, index, pname) == []:
                 return {}
@@ -446,7 +392,7 @@ def _many_prices_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bo
 
         return tickers_async
 
-    def tickers(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+    def tickers(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
         args, kwargs, modes = before(args, kwargs)
         if modes == {} and _arg(args, kwargs, index, pname) == []:
             return {}
@@ -471,13 +417,13 @@ def _order_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, in
 
     if is_async:
 
-        async def order_async(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+        async def order_async(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
             check(args, kwargs)
             return await getattr(broker, name)(*args, **kwargs)
 
         return order_async
 
-    def order(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+    def order(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
         check(args, kwargs)
         return getattr(broker, name)(*args, **kwargs)
 
@@ -487,10 +433,10 @@ def _order_method(parts: _Parts, name: str, spec: MethodSpec, is_async: bool, in
 def _passthrough_method(parts: _Parts, name: str, is_async: bool) -> Callable[..., Any]:
     broker = parts.broker
 
-    def passthrough(self: GuardedBroker, *args: Any, **kwargs: Any) -> Any:
+    def passthrough(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
         return getattr(broker, name)(*args, **kwargs)
 
     return passthrough
 
 
-__all__ = ["GuardedBroker"]
+__all__ = ["BrokerProxy"]

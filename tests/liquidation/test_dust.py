@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from broker_guard import JsonFileStore, PaperBroker, get_broker_dust_cleanup
-from broker_guard.positions import parse_positions
+from broker_guard.liquidation.positions import parse_positions
 
 SEED_5 = {"ETH-USD": 0.0002, "DOGE-USD": 5.0, "BTC-USD": 0.01, "SOL-USD": 1.0, "ADA-USD": 100.0}
 PRICES = {"ETH-USD": 2500.0, "DOGE-USD": 0.15, "BTC-USD": 50_000.0, "SOL-USD": 100.0, "ADA-USD": 0.5}
@@ -47,7 +47,7 @@ def test_dry_run_places_no_order_and_is_audited(make_guard: Any) -> None:
     guard = make_guard(broker)
     result = guard.dust(dry_run=True)
     assert broker.orders == [] and result["closed"] == 0 and result["dry_run_would_close"] == 2
-    audit = guard._self_store.read_lines("audit")
+    audit = guard.guard_context.store.read_lines("audit")
     assert [(r["symbol"], r["outcome"], r["dry_run"]) for r in audit] == [("ETH-USD", "dry_run", True), ("DOGE-USD", "dry_run", True)]
 
 

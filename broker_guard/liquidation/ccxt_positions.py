@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from broker_guard.positions import Position, _number
+from broker_guard.liquidation.positions import Position, number
 from broker_guard.redact import redact
 
 # the order USD-like markets are tried in when pricing a spot holding
@@ -37,7 +37,7 @@ def spot_positions(exchange: Any, balance: Mapping[str, Any], account: str, quot
     markets = getattr(exchange, "markets", None) or {}
     out = []
     for asset, amount in totals.items() if isinstance(totals, Mapping) else ():
-        quantity = _number(amount)
+        quantity = number(amount)
         if quantity is None or quantity == 0 or str(asset).upper() in quotes:
             continue
         symbol = next((f"{asset}/{q}" for q in PREFERRED_QUOTES if f"{asset}/{q}" in markets), None)
@@ -49,7 +49,7 @@ def spot_positions(exchange: Any, balance: Mapping[str, Any], account: str, quot
             problem = f"market {symbol} is inactive on the exchange"
         elif quantity < 0:
             problem = "negative balance: review by hand"
-        elif (_number(used.get(asset)) or 0.0) > 0:
+        elif (number(used.get(asset)) or 0.0) > 0:
             problem = f"{used.get(asset)} {asset} held by open orders: review by hand"
         out.append(Position(account, symbol, str(asset), quantity, source="balance", problem=problem))
     return out
@@ -62,12 +62,12 @@ def derivative_positions(raw: Iterable[Any], account: str) -> list[Position]:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("symbol"), str):
             out.append(Position(account, "", "?", None, problem=f"malformed position: {redact(repr(entry))[:80]}"))
             continue
-        contracts = _number(entry.get("contracts"))
-        size = _number(entry.get("contractSize")) or 1.0
+        contracts = number(entry.get("contracts"))
+        size = number(entry.get("contractSize")) or 1.0
         quantity = None if contracts is None else contracts * size * (-1 if entry.get("side") == "short" else 1)
         if not quantity:
             continue
-        notional = _number(entry.get("notional"))
+        notional = number(entry.get("notional"))
         out.append(
             Position(
                 account,
@@ -90,8 +90,8 @@ def close_amount(exchange: Any, symbol: str, quantity: float, price: float) -> t
     except Exception as exc:  # ccxt raises InvalidOrder below the amount precision, BadSymbol for no market
         return None, f"below the exchange's precision or no market: {redact(exc)[:120]}"
     limits = market.get("limits") or {}
-    min_amount = _number((limits.get("amount") or {}).get("min"))
-    min_cost = _number((limits.get("cost") or {}).get("min"))
+    min_amount = number((limits.get("amount") or {}).get("min"))
+    min_cost = number((limits.get("cost") or {}).get("min"))
     if not (amount > 0 and math.isfinite(amount)):
         return None, f"below the exchange's precision: {quantity} rounds to {amount}"
     if min_amount and amount < min_amount:

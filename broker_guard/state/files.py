@@ -1,12 +1,10 @@
-"""Persistent state: a small store interface, a JSON-file implementation and an in-memory one.
+"""State in JSON files, safe for several processes and threads sharing one data directory.
 
-The file store is safe for several processes and threads sharing one data
-directory: every change is a read-modify-write under a ``filelock`` lock,
-written to a temporary file, fsynced and moved into place with
-``os.replace``, with the previous good copy kept beside it. A corrupt file is
-moved aside and the good copy restored; an unwritable directory degrades to
-memory (and replays what it did there once the disk works again) instead of
-breaking the trading loop.
+Every change is a read-modify-write under a ``filelock`` lock, written to a
+temporary file, fsynced and moved into place with ``os.replace``, with the
+previous good copy kept beside it. A corrupt file is moved aside and the good
+copy restored; an unwritable directory degrades to memory (and replays what it
+did there once the disk works again) instead of breaking the trading loop.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any
 
 import filelock
 
@@ -29,90 +26,9 @@ from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.errors import StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-
-if TYPE_CHECKING:
-    from broker_guard.config import GuardConfig
+from broker_guard.state.base import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth, T, parse_document
 
 log = redact_logger("broker_guard.store")
-
-SCHEMA_VERSION = 1
-MAX_PENDING = 10_000
-T = TypeVar("T")
-Mutation = Callable[[dict[str, Any]], T]
-
-
-@dataclass
-class StoreHealth:
-    ok: bool = True
-    degraded: dict[str, str] = field(default_factory=dict)  # state name -> why it lives in memory
-    recovered: list[str] = field(default_factory=list)  # files restored from the last good copy
-    location: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "degraded": dict(self.degraded), "recovered": list(self.recovered), "location": self.location}
-
-
-class Store(Protocol):
-    """What the guard needs from persistence; ``JsonFileStore``, ``RedisStore`` and ``MemoryStore`` provide it.
-
-    ``update(..., replay=False)`` marks a change that loosens the guard (a
-    reset, an unfreeze): a store that keeps changes in memory during an
-    outage and re-applies them later may skip it, since shared state can
-    have moved on in between.
-    """
-
-    def read(self, name: str) -> dict[str, Any]: ...
-
-    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]: ...
-
-    def version(self, name: str) -> Hashable: ...
-
-    def append(self, name: str, record: dict[str, Any]) -> None: ...
-
-    def read_lines(self, name: str) -> list[dict[str, Any]]: ...
-
-    def health(self) -> StoreHealth: ...
-
-    def add_secrets(self, secrets: Iterable[str]) -> None: ...
-
-
-class MemoryStore:
-    """The store interface in memory only: for tests, and for users who want no files."""
-
-    def __init__(self) -> None:
-        self._docs: dict[str, dict[str, Any]] = {}
-        self._lines: dict[str, list[dict[str, Any]]] = {}
-        self._versions: dict[str, int] = {}
-        self._lock = threading.RLock()
-
-    def read(self, name: str) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._docs.get(name, {}))
-
-    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]:
-        with self._lock:
-            data = copy.deepcopy(self._docs.get(name, {}))
-            result = mutate(data)
-            self._docs[name] = data
-            self._versions[name] = self._versions.get(name, 0) + 1
-            return copy.deepcopy(data), result
-
-    def version(self, name: str) -> Hashable:
-        return self._versions.get(name, 0)
-
-    def append(self, name: str, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._lines.setdefault(name, []).append(json.loads(json.dumps(record, default=str)))
-
-    def read_lines(self, name: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._lines.get(name, []))
-
-    def health(self) -> StoreHealth:
-        return StoreHealth(location="memory")
-
-    def add_secrets(self, secrets: Iterable[str]) -> None:
-        return None
 
 
 class JsonFileStore:
@@ -322,17 +238,6 @@ class JsonFileStore:
         return redact(text, self._secrets)
 
 
-def parse_document(raw: bytes | str) -> dict[str, Any]:
-    """A state document (``schema_version``, ``data``, ...) as any store writes it; ``ValueError`` when damaged."""
-    doc = json.loads(raw)
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-        raise ValueError("not a broker_guard state document")
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ValueError(f"unsupported schema_version {version!r}")
-    return doc
-
-
 def _parse(raw: bytes) -> dict[str, Any]:
     data: dict[str, Any] = parse_document(raw)["data"]
     return data
@@ -351,24 +256,3 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def store_from_config(config: GuardConfig, *, clock: Clock = system_clock, degrade: bool = True) -> Store:
-    """The store ``guard.store_url`` names: JSON files in ``data_dir`` by default, or Redis for a fleet.
-
-    ``degrade=False`` (the CLI): an unreachable Redis is an error, not a switch to memory.
-    """
-    url = config.guard.store_url
-    if url is None:
-        return JsonFileStore(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock)
-    from broker_guard.redis_store import RedisStore
-
-    ttl_hours = config.guard.balance_ttl_hours
-    return RedisStore(
-        url,
-        prefix=config.guard.store_prefix,
-        ttl_seconds={"balances": ttl_hours * 3600} if ttl_hours else None,
-        audit_max_records=config.guard.audit_max_records,
-        degrade=degrade,
-        clock=clock,
-    )

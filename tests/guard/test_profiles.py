@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_guard.profiles import plain_price, ticker_price
+from broker_guard.core.validate import plain_price, ticker_price
 
 numbers = st.one_of(st.floats(), st.integers(), st.decimals(allow_nan=False, allow_infinity=False))
 

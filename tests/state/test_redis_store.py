@@ -17,7 +17,7 @@ from redis_server import RedisServer
 from tcp_link import TcpLink
 
 from broker_guard import ConfigError, GuardConfig, RedisStore, StoreError
-from broker_guard.store import store_from_config
+from broker_guard.state.select import store_from_config
 
 Make = Callable[..., RedisStore]
 

@@ -20,7 +20,7 @@ from broker_guard import (
     SymbolRestrictedError,
     get_symbol_freeze_manager,
 )
-from broker_guard.symbol_freeze_manager import ALLOW, PROBE
+from broker_guard.guard.freeze_manager import ALLOW, PROBE
 
 
 def manager(clock: FakeClock, store: Any = None, **policy: Any) -> SymbolFreezeManager:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from broker_guard import FakeClock, PaperBroker
-from broker_guard.maintenance import Maintenance, schedule_seconds
+from broker_guard.liquidation.maintenance import Maintenance, schedule_seconds
 
 
 def test_schedule_forms() -> None:
@@ -19,7 +19,7 @@ def test_schedule_forms() -> None:
 def test_runs_normalization_on_startup_then_dust_on_schedule(make_guard: Any, clock: FakeClock) -> None:
     broker = PaperBroker(prices={"ETH-USD": 2500.0}, positions={"ETH-USD": 0.0002})
     guard = make_guard(broker, dust={"schedule": "hourly"})
-    m = Maintenance(guard)
+    m = Maintenance(guard.guard_context)
     assert m.tick() == ["normalize"]  # startup normalization is a dry run
     assert broker.orders == []
     clock.advance(3599)
@@ -32,7 +32,7 @@ def test_runs_normalization_on_startup_then_dust_on_schedule(make_guard: Any, cl
 
 def test_off_schedule_and_disabled_run_nothing(make_guard: Any, clock: FakeClock) -> None:
     guard = make_guard(PaperBroker(), dust={"schedule": "off"}, normalization={"run_on_startup": False})
-    m = Maintenance(guard)
+    m = Maintenance(guard.guard_context)
     clock.advance(10 * 86400)
     assert m.tick() == []
 
@@ -40,7 +40,7 @@ def test_off_schedule_and_disabled_run_nothing(make_guard: Any, clock: FakeClock
 def test_a_failing_pass_never_escapes(make_guard: Any, clock: FakeClock) -> None:
     broker = PaperBroker()
     broker.fail_next("get_positions", 5, "network")
-    m = Maintenance(make_guard(broker, dust={"schedule": "every 1m"}))
+    m = Maintenance(make_guard(broker, dust={"schedule": "every 1m"}).guard_context)
     assert m.tick() == ["normalize"]
     clock.advance(60)
     assert m.tick() == ["dust"]
@@ -59,7 +59,7 @@ def test_never_two_passes_at_once(make_guard: Any, clock: FakeClock) -> None:
             release.wait(5)
             return []
 
-    m = Maintenance(make_guard(Slow()))
+    m = Maintenance(make_guard(Slow()).guard_context)
     worker = threading.Thread(target=m.tick)
     worker.start()
     assert entered.wait(5)

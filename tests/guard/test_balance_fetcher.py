@@ -22,7 +22,7 @@ from broker_guard import (
     get_enhanced_balance_fetcher,
 )
 from broker_guard.config import BalancePolicy
-from broker_guard.enhanced_balance_fetcher import is_valid_balance
+from broker_guard.core.validate import is_valid_balance
 from broker_guard.paper import PaperAuthError, PaperRateLimitError
 
 

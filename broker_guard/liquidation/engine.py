@@ -12,19 +12,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from broker_guard._async_bridge import resolve
-from broker_guard.ccxt_support import close_amount
 from broker_guard.clock import utc_iso
 from broker_guard.errors import StoreError
-from broker_guard.positions import Position, current_quantity, price_of
-from broker_guard.profiles import accepts_keyword, is_ccxt, positional_params
+from broker_guard.guard.async_bridge import resolve
+from broker_guard.guard.context import GuardContext
+from broker_guard.guard.profiles import accepts_keyword, is_ccxt, positional_params
+from broker_guard.liquidation.ccxt_positions import close_amount
+from broker_guard.liquidation.positions import Position
+from broker_guard.liquidation.valuation import current_quantity, price_of
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
-
-if TYPE_CHECKING:
-    from broker_guard.proxy import GuardedBroker
 
 log = redact_logger("broker_guard.liquidation")
 
@@ -54,7 +53,7 @@ class Outcome:
 class Run:
     """One liquidation run: where audit lines go and how much it has closed so far."""
 
-    guard: GuardedBroker
+    ctx: GuardContext
     kind: str  # dust | normalize
     dry_run: bool
     cap_usd: float | None = None
@@ -62,10 +61,9 @@ class Run:
     closed_usd: float = 0.0
 
     def audit(self, outcome: Outcome, **extra: Any) -> None:
-        guard = self.guard
         position = outcome.position
         record = {
-            "time": utc_iso(guard._self_clock()),
+            "time": utc_iso(self.ctx.clock()),
             "run_id": self.run_id,
             "kind": self.kind,
             "account": position.account,
@@ -81,60 +79,60 @@ class Run:
             **extra,
         }
         try:
-            guard._self_store.append(AUDIT, record)
+            self.ctx.store.append(AUDIT, record)
         except StoreError as exc:
             log.error("audit record for %s not written (%s)", position.symbol, exc)
 
     def close(self, position: Position, threshold: float, action: str) -> Outcome:
         """Close ``position`` if, valued again right now, it is still worth less than ``threshold``."""
         if not position.worth_less_than(threshold):
-            return self._record(Outcome(position, action, "skipped", "not closable: " + (position.problem or "at or above threshold")))
+            return self.record(Outcome(position, action, "skipped", "not closable: " + (position.problem or "at or above threshold")))
         if self.dry_run:
-            return self._record(Outcome(position, action, "dry_run", "dry run: no order placed", position.usd_value))
+            return self.record(Outcome(position, action, "dry_run", "dry run: no order placed", position.usd_value))
         quantity, price, why = self._revalue(position)
         if why is not None:
-            return self._record(Outcome(position, action, "skipped", why))
+            return self.record(Outcome(position, action, "skipped", why))
         assert quantity is not None and price is not None
         value = quantity * price
         if not value < threshold:
-            return self._record(Outcome(position, action, "skipped", f"now worth ${value:.4f}, at or above ${threshold:.2f}", value))
+            return self.record(Outcome(position, action, "skipped", f"now worth ${value:.4f}, at or above ${threshold:.2f}", value))
         if self.cap_usd is not None and self.closed_usd + value > self.cap_usd:
-            return self._record(Outcome(position, action, "skipped", f"per-run cap of ${self.cap_usd:.2f} reached", value))
-        raw = self.guard.__wrapped__
+            return self.record(Outcome(position, action, "skipped", f"per-run cap of ${self.cap_usd:.2f} reached", value))
+        raw = self.ctx.broker
         if is_ccxt(raw):
             amount, refused = close_amount(raw, position.symbol, quantity, price)
             if amount is None:
-                return self._record(Outcome(position, action, "skipped", refused or "exchange minimum", value))
+                return self.record(Outcome(position, action, "skipped", refused or "exchange minimum", value))
             quantity, value = amount, amount * price
         fresh = replace(position, quantity=quantity, price=price, usd_value=value)
         self.audit(Outcome(fresh, action, "pending", "order being sent", value))
         try:
-            order = resolve(place_close_order(self.guard, fresh))  # an async broker answers with a coroutine
+            order = resolve(place_close_order(self.ctx, fresh))  # an async broker answers with a coroutine
         except Exception as exc:
-            message = redact(exc, self.guard._self_secrets)[:300]
+            message = redact(exc, self.ctx.secrets)[:300]
             log.error("   ❌ Failed to close %s: %s", position.symbol, message)
-            return self._record(Outcome(fresh, action, "failed", "broker refused the close", value, error=message))
+            return self.record(Outcome(fresh, action, "failed", "broker refused the close", value, error=message))
         rejected = _rejection(order)
         if rejected:
             log.error("   ❌ Failed to close %s: %s", position.symbol, rejected)
-            return self._record(Outcome(fresh, action, "failed", "broker rejected the close", value, order, rejected))
+            return self.record(Outcome(fresh, action, "failed", "broker rejected the close", value, order, rejected))
         self.closed_usd += value
         log.info("   ✅ Successfully closed %s", position.symbol)
-        return self._record(Outcome(fresh, action, "closed", "closed at the broker", value, order))
+        return self.record(Outcome(fresh, action, "closed", "closed at the broker", value, order))
 
     def _revalue(self, position: Position) -> tuple[float | None, float | None, str | None]:
         try:
-            quantity = current_quantity(self.guard, position)
+            quantity = current_quantity(self.ctx, position)
         except Exception as exc:
-            return None, None, f"quantity re-read failed: {redact(exc, self.guard._self_secrets)[:120]}"
+            return None, None, f"quantity re-read failed: {redact(exc, self.ctx.secrets)[:120]}"
         if quantity is None or not quantity > 0:
             return None, None, "no long quantity left to close" if quantity is not None else "quantity unknown on re-read"
-        price, why = price_of(self.guard, position.symbol)
+        price, why = price_of(self.ctx, position.symbol)
         if price is None:
             return None, None, f"value unknown on re-read ({why})"
         return quantity, price, None
 
-    def _record(self, outcome: Outcome) -> Outcome:
+    def record(self, outcome: Outcome) -> Outcome:
         self.audit(outcome)
         return outcome
 
@@ -151,7 +149,7 @@ def _rejection(order: Any) -> str | None:
     return None
 
 
-def place_close_order(guard: GuardedBroker, position: Position) -> Any:
+def place_close_order(ctx: GuardContext, position: Position) -> Any:
     """Sell ``position.quantity`` through the guard, forcing past minimum trade sizes where the broker allows.
 
     Preference: ``place_market_order(..., force_liquidate=True)`` (and
@@ -161,8 +159,8 @@ def place_close_order(guard: GuardedBroker, position: Position) -> Any:
     is for derivatives and raises NotSupported on most spot exchanges. For an
     async broker the answer is a coroutine, which the caller resolves.
     """
-    raw = guard.__wrapped__
-    broker: Any = guard  # the guarded methods are generated per broker class
+    raw = ctx.broker
+    broker: Any = ctx.guarded  # through the guard: a close is an order like any other
     symbol, quantity = position.symbol, position.quantity
     if is_ccxt(raw):  # Run.close sized the amount with the exchange's precision and minimums
         return broker.create_order(symbol, "market", "sell", quantity)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from broker_guard.guard.context import GuardContext
+from broker_guard.liquidation.dust import dust_pass
+from broker_guard.liquidation.normalize import normalize_pass
 from broker_guard.redact import logger as redact_logger
-
-if TYPE_CHECKING:
-    from broker_guard.proxy import GuardedBroker
 
 log = redact_logger("broker_guard.maintenance")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -37,12 +37,12 @@ def schedule_seconds(schedule: str) -> float | None:
 class Maintenance:
     """Runs what is due at each ``tick``; ``start`` runs ticks on a daemon thread every ``poll`` seconds."""
 
-    def __init__(self, guard: GuardedBroker, *, poll: float = 30.0) -> None:
-        self.guard = guard
+    def __init__(self, ctx: GuardContext, *, poll: float = 30.0) -> None:
+        self.ctx = ctx
         self.poll = poll
-        config = guard.guard_config
+        config = ctx.config
         self.interval = schedule_seconds(config.dust.schedule) if config.dust.enabled else None
-        self.next_dust: float | None = guard._self_clock() + self.interval if self.interval else None
+        self.next_dust: float | None = ctx.clock() + self.interval if self.interval else None
         self.normalize_pending = config.normalization.enabled and config.normalization.run_on_startup
         self.runs: list[tuple[str, Any]] = []  # (kind, result or exception) of each pass, newest last
         self._busy = threading.Lock()
@@ -59,12 +59,12 @@ class Maintenance:
             if self.normalize_pending:
                 self.normalize_pending = False
                 ran.append("normalize")
-                self._run("normalize", lambda: self.guard.normalize(dry_run=True))
-            now = self.guard._self_clock()
+                self._run("normalize", lambda: normalize_pass(self.ctx, dry_run=True))
+            now = self.ctx.clock()
             if self.next_dust is not None and self.interval is not None and now >= self.next_dust:
                 self.next_dust = now + self.interval
                 ran.append("dust")
-                self._run("dust", self.guard.dust)
+                self._run("dust", lambda: dust_pass(self.ctx))
         finally:
             self._busy.release()
         return ran

@@ -39,7 +39,7 @@ from broker_guard.config import STORE_PREFIX_PATTERN
 from broker_guard.errors import ConfigError, StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.store import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth, parse_document
+from broker_guard.state.base import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth, parse_document
 
 try:
     import redis

@@ -1,0 +1,374 @@
+"""The Enhanced Balance Fetcher (seed component; the seed's import path is ``broker_guard.enhanced_balance_fetcher``).
+
+Balance calls are retried on transient failures with exponential backoff
+(``backoff``'s wait generators: 2 s, 4 s, ... capped at 30 s) and, when the
+broker stays down, answered from the last known valid balance of the same
+account and call, with its true age. Authentication, permission and argument
+errors surface at once and are never answered from the cache. The first
+attempt runs outside the retry machinery, so the success path costs a call,
+a validity check and a dictionary write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import backoff
+import cachetools
+
+from broker_guard.classify import FailureKind, classify, retry_after_seconds
+from broker_guard.clock import AsyncSleep, Clock, Sleep, asyncio_sleep, parse_utc_iso, system_clock, system_sleep, utc_iso
+from broker_guard.config import BalancePolicy
+from broker_guard.core.validate import is_valid_balance
+from broker_guard.errors import BalanceUnavailableError, InvalidResponseError, StoreError
+from broker_guard.events import EventHook, GuardEvent, emit
+from broker_guard.guard.profiles import GENERIC, account_key
+from broker_guard.redact import logger as redact_logger
+from broker_guard.redact import redact, register_secrets
+from broker_guard.state.base import Store
+from broker_guard.state.memory import MemoryStore
+
+log = redact_logger("broker_guard.balance")
+
+STATE = "balances"
+def describe_balance(value: Any) -> str:
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return f"${float(value):.2f}"
+    if isinstance(value, Mapping):
+        total = value.get("total")
+        if isinstance(total, Mapping):
+            shown = ", ".join(f"{k} {v}" for k, v in list(total.items())[:4] if v)
+            return f"{{{shown}}}" if shown else "{}"
+    return type(value).__name__
+
+
+@dataclass
+class AccountHealth:
+    consecutive_errors: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+
+
+class _Run:
+    """One call's retry state (tenacity's RetryCallState, small): shared by the sync and async loops."""
+
+    __slots__ = ("attempt", "fetcher", "key", "last_error", "started", "verbose", "waits")
+
+    def __init__(self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool) -> None:
+        self.fetcher = fetcher
+        self.key = key
+        self.started = fetcher._clock()
+        self.attempt = 1
+        policy = fetcher.policy
+        self.waits = backoff.expo(base=2, factor=policy.base_delay, max_value=policy.max_delay)
+        self.waits.send(None)  # prime the generator, as backoff itself does
+        self.verbose = verbose
+        self.last_error: BaseException | None = None
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Seconds to wait before the next attempt; None to stop. Re-raises what must not be retried."""
+        fetcher = self.fetcher
+        policy = fetcher.policy
+        kind = FailureKind.TRANSIENT if isinstance(exc, InvalidResponseError) else fetcher.kind_of(exc)  # a glitch: try again
+        message = fetcher.redact(exc)
+        fetcher._note_error(self.key[0], message)
+        self.last_error = exc
+        level = logging.WARNING if self.verbose else logging.DEBUG
+        log.log(level, "⚠️  Balance fetch failed (attempt %d/%d): %s", self.attempt, policy.max_attempts, message)
+        if not kind.retryable:
+            log.error("Balance fetch failed with an error of kind %s, not retried and not answered from cache: %s", kind.value, message)
+            raise exc
+        if self.attempt >= policy.max_attempts:
+            return None
+        delay = next(self.waits)
+        if policy.jitter:
+            delay = backoff.full_jitter(delay)
+        hint = retry_after_seconds(exc) if kind is FailureKind.RATE_LIMIT else None
+        elapsed = fetcher._clock() - self.started
+        budget = policy.max_total_seconds - elapsed if policy.max_total_seconds is not None else None
+        if hint is not None and hint > delay:
+            if hint > (budget if budget is not None else policy.max_delay):
+                log.warning("Broker asks to retry after %.1fs, beyond the retry budget; giving up retries", hint)
+                return None
+            delay = hint
+        if budget is not None and delay > budget:
+            log.log(level, "Retry budget of %.1fs spent; not retrying", policy.max_total_seconds)
+            return None
+        log.log(level, "🔄 Retrying in %gs...", delay)
+        emit(fetcher.on_event, GuardEvent("retry", fetcher._clock(), None, {"attempt": self.attempt, "delay": delay, "error": message}))
+        self.attempt += 1
+        return delay
+
+    def succeeded(self, value: Any) -> Any:
+        self.fetcher.remember(self.key, value)
+        if self.verbose:
+            log.info("✅ Balance fetch succeeded on attempt %d: %s", self.attempt, describe_balance(value))
+        return value
+
+    def give_up(self) -> Any:
+        log.error("❌ Balance fetch failed permanently after %d attempts", self.attempt)
+        return self.fetcher.fallback(self.key, self.last_error)
+
+
+class EnhancedBalanceFetcher:
+    """Retry with backoff and last-known fallback for balance calls, per account and call signature."""
+
+    def __init__(
+        self,
+        policy: BalancePolicy | None = None,
+        *,
+        store: Store | None = None,
+        clock: Clock = system_clock,
+        sleep: Sleep = system_sleep,
+        async_sleep: Callable[[float], Any] = asyncio_sleep,
+        on_event: EventHook | None = None,
+        secrets: Iterable[str] = (),
+        transient_exceptions: tuple[type[BaseException], ...] = (),
+        account: str | None = None,
+    ) -> None:
+        self.policy = policy or BalancePolicy()
+        self.store: Store = store if store is not None else MemoryStore()
+        self._clock = clock
+        self._sleep = sleep
+        self._async_sleep: AsyncSleep = async_sleep
+        self.on_event = on_event
+        self._secrets = tuple(secrets)
+        register_secrets(self._secrets)  # masked in every log line, by the package's log filter
+        self._transient = transient_exceptions
+        self.account = account
+        self._lock = threading.Lock()
+        self._last: cachetools.LRUCache[tuple[str, str], tuple[Any, float]] = cachetools.LRUCache(maxsize=1024)
+        self._persisted_at: dict[tuple[str, str], float] = {}
+        self._health: dict[str, AccountHealth] = {}
+        self._loaded = False
+
+    # -- the guarded call ----------------------------------------------------------------------
+
+    def call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: tuple[str, str], verbose: bool = True
+    ) -> Any:
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            return self._retry(fn, args, kwargs, _Run(self, key, verbose), exc)
+        if is_valid_balance(value):
+            self.remember(key, value)
+            return value
+        return self._retry(fn, args, kwargs, _Run(self, key, verbose), self._invalid(value))
+
+    def _retry(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: _Run, exc: BaseException) -> Any:
+        while True:
+            delay = run.failed(exc)
+            if delay is None:
+                return run.give_up()
+            self._sleep(delay)
+            try:
+                value = fn(*args, **kwargs)
+            except Exception as again:
+                exc = again
+                continue
+            if is_valid_balance(value):
+                return run.succeeded(value)
+            exc = self._invalid(value)
+
+    async def call_async(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: tuple[str, str], verbose: bool = True
+    ) -> Any:
+        run: _Run | None = None
+        while True:
+            try:
+                value = await fn(*args, **kwargs)
+            except Exception as exc:
+                error: BaseException = exc
+            else:
+                if is_valid_balance(value):
+                    return run.succeeded(value) if run is not None else self._remember_fast(key, value)
+                error = self._invalid(value)
+            run = run or _Run(self, key, verbose)
+            delay = run.failed(error)
+            if delay is None:
+                return run.give_up()
+            await self._async_sleep(delay)
+
+    def _remember_fast(self, key: tuple[str, str], value: Any) -> Any:
+        self.remember(key, value)
+        return value
+
+    # -- seed API ------------------------------------------------------------------------------
+
+    def get_balance_with_fallback(self, broker: object, verbose: bool = True) -> Any:
+        """Fetch ``broker``'s balance with retry, falling back to the last known one (seed API)."""
+        raw = getattr(broker, "__wrapped__", broker)
+        name = GENERIC.first(raw, "balance") or ("fetch_balance" if callable(getattr(raw, "fetch_balance", None)) else None)
+        if name is None:
+            known = ", ".join(n for n, s in GENERIC.methods.items() if s.role == "balance")
+            raise TypeError(f"{type(raw).__name__} has no balance method (looked for {known}, fetch_balance)")
+        key = (account_key(raw, self.account), name)
+        return self.call(getattr(raw, name), (), {}, key, verbose)
+
+    def get_last_known_balance(self, account: str | None = None) -> dict[str, Any] | None:
+        """The newest remembered balance (of ``account`` if given), with age and error figures."""
+        self._load()
+        now = self._clock()
+        with self._lock:
+            entries = [(k, v) for k, v in self._last.items() if account is None or k[0] == account]
+        if not entries:
+            return None
+        (acct, signature), (value, fetched_at) = max(entries, key=lambda item: item[1][1])
+        health = self._health.get(acct, AccountHealth())
+        age = max(0.0, now - fetched_at)
+        return {
+            "balance": value,
+            "account": acct,
+            "call": signature,
+            "timestamp": utc_iso(fetched_at),
+            "age_seconds": age,
+            "age_minutes": age / 60,
+            "is_stale": age / 60 > self.policy.cache_timeout_minutes,
+            "consecutive_errors": health.consecutive_errors,
+            "last_error": health.last_error,
+            "last_success": utc_iso(health.last_success_at) if health.last_success_at else None,
+        }
+
+    def account_health(self) -> dict[str, AccountHealth]:
+        self._load()
+        return dict(self._health)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def kind_of(self, exc: BaseException) -> FailureKind:
+        if self._transient and isinstance(exc, self._transient):
+            return FailureKind.TRANSIENT
+        return classify(exc)
+
+    def redact(self, exc: BaseException | str) -> str:
+        return redact(exc, self._secrets)[:300] or type(exc).__name__
+
+    def _invalid(self, value: Any) -> InvalidResponseError:
+        return InvalidResponseError(f"broker returned an invalid balance: {redact(repr(value), self._secrets)[:100]}")
+
+    def remember(self, key: tuple[str, str], value: Any) -> None:
+        """Keep a valid balance; written to disk at most every ``persist_interval_seconds``."""
+        now = self._clock()
+        with self._lock:
+            self._last[key] = (value, now)
+            health = self._health.get(key[0])
+            if health is None:
+                health = self._health[key[0]] = AccountHealth()
+            health.last_success_at = now
+            recovered = health.consecutive_errors
+            health.consecutive_errors = 0
+            due = now - self._persisted_at.get(key, -math.inf) >= self.policy.persist_interval_seconds
+        if due or recovered:
+            self._persist(key)
+
+    def _note_error(self, account: str, message: str) -> None:
+        now = self._clock()
+        with self._lock:
+            health = self._health.setdefault(account, AccountHealth())
+            health.consecutive_errors += 1
+            health.last_error = message
+            health.last_error_at = now
+
+    def fallback(self, key: tuple[str, str], error: BaseException | None) -> Any:
+        self._load()
+        self._persist(key)  # flush the newest good value and the error count before serving from it
+        with self._lock:
+            entry = self._last.get(key)
+            health = self._health.get(key[0], AccountHealth())
+        now = self._clock()
+        reason = self.redact(error) if error is not None else "unknown error"
+        if entry is None:
+            emit(self.on_event, GuardEvent("balance_unavailable", now, None, {"account": key[0], "error": reason}))
+            raise BalanceUnavailableError(
+                f"balance of {key[0]} unavailable after {self.policy.max_attempts} attempts ({reason}) and no "
+                "last known balance exists; check connectivity and credentials",
+                cause=error,
+            )
+        value, fetched_at = entry
+        age_min = max(0.0, now - fetched_at) / 60
+        limit = self.policy.max_fallback_age_minutes
+        if limit is not None and age_min > limit:
+            emit(self.on_event, GuardEvent("balance_unavailable", now, None, {"account": key[0], "age_minutes": age_min}))
+            raise BalanceUnavailableError(
+                f"balance of {key[0]} unavailable ({reason}); the last known one is {age_min:.1f} min old, "
+                f"over the {limit} min limit (balance_fetcher.max_fallback_age_minutes)",
+                cause=error,
+            )
+        bar = "=" * 70
+        log.warning(
+            "\n%s\n⚠️  USING FALLBACK BALANCE\n%s\n   Last Known Balance: %s\n   Age: %.1f minutes\n"
+            "   Consecutive Errors: %d\n\n   Bot will continue trading with cached balance.\n"
+            "   Balance will be updated once API is available.\n%s",
+            bar,
+            bar,
+            describe_balance(value),
+            age_min,
+            health.consecutive_errors,
+            bar,
+        )
+        if age_min > self.policy.cache_timeout_minutes:
+            log.warning(
+                "⚠️  Fallback balance is %.1f minutes old (over %.0f): treat it with care", age_min, self.policy.cache_timeout_minutes
+            )
+        emit(self.on_event, GuardEvent("fallback", now, None, {"account": key[0], "age_minutes": age_min, "error": reason}))
+        return value
+
+    def _persist(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            entry = self._last.get(key)
+            health = self._health.get(key[0], AccountHealth())
+            self._persisted_at[key] = self._clock()
+        record_key = f"{key[0]}|{key[1]}"
+
+        def apply(data: dict[str, Any]) -> None:
+            if entry is not None:
+                old = data.setdefault("balances", {}).get(record_key)
+                if old is None or parse_utc_iso(old["fetched_at"]) <= entry[1]:
+                    value = {k: v for k, v in entry[0].items() if k != "info"} if isinstance(entry[0], Mapping) else entry[0]
+                    data["balances"][record_key] = {"account": key[0], "call": key[1], "value": value, "fetched_at": utc_iso(entry[1])}
+            data.setdefault("accounts", {})[key[0]] = {
+                "consecutive_errors": health.consecutive_errors,
+                "last_error": health.last_error,
+                "last_error_at": utc_iso(health.last_error_at) if health.last_error_at else None,
+                "last_success_at": utc_iso(health.last_success_at) if health.last_success_at else None,
+            }
+
+        try:
+            self.store.update(STATE, apply)
+        except StoreError as exc:
+            log.error("last known balance not saved (%s); it stays in memory", exc)
+
+    def _load(self) -> None:
+        """Read persisted balances once, so a restart during an outage still has one (with its true age)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            data = self.store.read(STATE)
+        except StoreError as exc:
+            log.error("last known balances not loaded (%s)", exc)
+            return
+        with self._lock:
+            for record in data.get("balances", {}).values():
+                try:
+                    key = (str(record["account"]), str(record["call"]))
+                    fetched_at = parse_utc_iso(record["fetched_at"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if is_valid_balance(record.get("value")) and (key not in self._last or self._last[key][1] < fetched_at):
+                    self._last[key] = (record["value"], fetched_at)
+            for account, raw in data.get("accounts", {}).items():
+                if account not in self._health and isinstance(raw, dict):
+                    self._health[account] = AccountHealth(
+                        consecutive_errors=int(raw.get("consecutive_errors") or 0),
+                        last_error=raw.get("last_error"),
+                        last_success_at=parse_utc_iso(raw["last_success_at"]) if raw.get("last_success_at") else None,
+                    )

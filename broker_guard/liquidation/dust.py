@@ -1,0 +1,146 @@
+"""Dust: closing every position worth less than the dust threshold (seed component: Broker Dust Cleanup).
+
+Closes, at the broker, every position worth less than the dust threshold
+(default $1): legacy positions, adopted ones, remnants of failed or partial
+orders. Uses ``force_liquidate=True`` where the broker accepts it, because
+dust is usually below the minimum trade size. Dry-run previews without an
+order. Every position found is reported exactly once, with what happened
+to it and why.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker_guard.guard.context import GuardContext
+from broker_guard.liquidation.engine import Outcome, Run
+from broker_guard.liquidation.positions import Position
+from broker_guard.liquidation.valuation import read_positions, value_positions
+from broker_guard.redact import logger as redact_logger
+
+log = redact_logger("broker_guard.dust")
+BAR = "=" * 70
+
+
+@dataclass(frozen=True)
+class DustResult(Mapping[str, Any]):
+    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every outcome.
+
+    Built once a run is over; its figures are computed once, on first use.
+    """
+
+    total_positions: int
+    threshold_usd: float
+    dry_run: bool
+    duration_seconds: float
+    outcomes: tuple[Outcome, ...]
+
+    def _count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._figures)
+
+    @functools.cached_property
+    def _figures(self) -> dict[str, Any]:
+        dust = [o for o in self.outcomes if o.action == "close_dust"]
+        return {
+            "total_positions": self.total_positions,
+            "total_found": len(dust),
+            "closed": self._count("closed"),
+            "failed": self._count("failed"),
+            "dry_run_would_close": self._count("dry_run"),
+            "skipped": sum(1 for o in dust if o.status == "skipped"),
+            "total_value_cleaned": sum(o.usd_value or 0.0 for o in self.outcomes if o.status == "closed"),
+            "total_dust_value": sum(o.position.usd_value or 0.0 for o in dust),
+            "duration_seconds": self.duration_seconds,
+            "dry_run": self.dry_run,
+            "threshold_usd": self.threshold_usd,
+            "unknown_value": [o.as_dict() for o in self.outcomes if o.action == "skip"],
+            "positions": [o.as_dict() for o in self.outcomes],
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self._figures[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._figures)
+
+    def __len__(self) -> int:
+        return len(self._figures)
+
+
+def _fmt_qty(position: Position) -> str:
+    return f"{position.quantity:.8f} {position.asset}" if position.quantity is not None else f"? {position.asset}"
+
+
+def scan(ctx: GuardContext, threshold: float) -> tuple[list[Position], list[Position], list[Position]]:
+    """(all positions valued, dust, unknown-value) for one guarded broker."""
+    log.info("🔍 Fetching all positions from broker...")
+    positions = value_positions(ctx, read_positions(ctx))
+    log.info("   Found %d total positions", len(positions))
+    dust, unknown = [], []
+    for position in positions:
+        if position.worth_less_than(threshold):
+            log.info("   🗑️  DUST: %s - $%.4f (%s)", position.symbol, position.usd_value, _fmt_qty(position))
+            dust.append(position)
+        elif not position.closable:
+            log.info("   ⏭️  SKIPPED: %s - %s", position.symbol or "?", position.problem or "not closable")
+            unknown.append(position)
+    return positions, dust, unknown
+
+
+def dust_pass(ctx: GuardContext, dry_run: bool | None = None, threshold_usd: float | None = None) -> DustResult:
+    """One dust run with the guard's ``dust`` settings, each overridable: what ``guard.dust()`` runs."""
+    policy = ctx.config.dust
+    return run_dust_cleanup(
+        ctx,
+        policy.threshold_usd if threshold_usd is None else threshold_usd,
+        policy.dry_run if dry_run is None else dry_run,
+        policy.max_usd_per_run,
+    )
+
+
+def run_dust_cleanup(ctx: GuardContext, threshold: float, dry_run: bool, cap_usd: float | None) -> DustResult:
+    started = time.monotonic()
+    log.info("\n%s\n🧹 STARTING BROKER-LEVEL DUST CLEANUP%s\n%s", BAR, " (DRY RUN)" if dry_run else "", BAR)
+    positions, dust, unknown = scan(ctx, threshold)
+    run = Run(ctx, "dust", dry_run, cap_usd)
+    outcomes: list[Outcome] = []
+    if dust:
+        log.info("🚨 Found %d dust positions to clean up:\n   Total dust value: $%.4f", len(dust), sum(p.usd_value or 0 for p in dust))
+    for position in dust:
+        log.info(
+            "\n🔨 %s dust position: %s\n   Quantity: %s\n   USD Value: $%.4f",
+            "Would close" if dry_run else "Closing",
+            position.symbol,
+            _fmt_qty(position),
+            position.usd_value,
+        )
+        outcomes.append(run.close(position, threshold, "close_dust"))
+    for position in unknown:
+        outcomes.append(run.record(Outcome(position, "skip", "skipped", position.problem or "not closable")))
+    for position in positions:
+        if position.closable and not position.worth_less_than(threshold):
+            outcomes.append(Outcome(position, "keep", "kept", "at or above the dust threshold", position.usd_value))
+    result = DustResult(len(positions), threshold, dry_run, time.monotonic() - started, tuple(outcomes))
+    figures = result._figures
+    log.info(
+        "\n%s\n🧹 DUST CLEANUP COMPLETE%s\n%s\n   Total Found: %d\n   Successfully Closed: %d\n   Failed: %d\n"
+        "   Skipped (value unknown or changed): %d\n   Total Value Cleaned: $%.4f\n   Duration: %.2fs\n%s",
+        BAR,
+        " (DRY RUN: nothing was sold)" if dry_run else "",
+        BAR,
+        figures["total_found"],
+        figures["closed"],
+        figures["failed"],
+        figures["skipped"] + len(unknown),
+        figures["total_value_cleaned"],
+        result.duration_seconds,
+        BAR,
+    )
+    return result
