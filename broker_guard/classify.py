@@ -93,10 +93,16 @@ def _status_code(exc: BaseException) -> int | None:
     return None
 
 
-def classify(exc: BaseException | str) -> FailureKind:
-    """The kind of failure ``exc`` is; a plain message string is classified by its words."""
+def classify(exc: BaseException | str, transient: tuple[type[BaseException], ...] = ()) -> FailureKind:
+    """The kind of failure ``exc`` is; a plain message string is classified by its words.
+
+    ``transient``: exception types the caller knows to be passing (a guard's
+    ``transient_exceptions``), whatever their name or message says.
+    """
     if isinstance(exc, str):
         return _classify_message(exc)
+    if transient and isinstance(exc, transient):
+        return FailureKind.TRANSIENT
     for cls in type(exc).__mro__:
         kind = _CCXT_NAMES.get(cls.__name__)
         if kind is not None:

@@ -76,18 +76,13 @@ class GuardedBroker(BrokerProxy):
         ``dust``, ``valued_positions`` and ``find_dust``).
         """
         ctx = self.guard_context
-        return ctx.run(
-            lambda: normalize_pass(ctx, dry_run, minimum_position_usd, consolidation_threshold_usd)
-        )
+        return ctx.run(lambda: normalize_pass(ctx, dry_run, minimum_position_usd, consolidation_threshold_usd))
 
     def start_maintenance(self, **kwargs: Any) -> Maintenance:
         """Start the background thread that runs scheduled dust cleanup and startup normalization."""
         ctx = self.guard_context
         if ctx.is_async:
-            raise TypeError(
-                "the maintenance thread is for sync brokers; "
-                "with an async broker, await guard.dust() in your own loop"
-            )
+            raise TypeError("the maintenance thread is for sync brokers; with an async broker, await guard.dust() in your own loop")
         if self._self_maintenance is None:
             self._self_maintenance = Maintenance(ctx, **kwargs)
         self._self_maintenance.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _SEPARATORS = re.compile(r"[-_/ ]+")
-_cache: dict[str, str] = {}
+known_symbols: dict[str, str] = {}  # spelling -> canonical form, read by the hot path; never edit
 _CACHE_LIMIT = 100_000
 
 
@@ -16,7 +16,7 @@ def canonical_symbol(symbol: object) -> str:
     ``None`` symbol never silently becomes a key.
     """
     try:
-        return _cache[symbol]  # type: ignore[index]
+        return known_symbols[symbol]  # type: ignore[index]
     except (KeyError, TypeError):
         pass
     if not isinstance(symbol, str) or not symbol.strip():
@@ -25,8 +25,8 @@ def canonical_symbol(symbol: object) -> str:
     result = _SEPARATORS.sub("/", main).strip("/")
     if colon:
         result = f"{result}:{settle.strip()}"
-    if len(_cache) < _CACHE_LIMIT:
-        _cache[symbol] = result
+    if len(known_symbols) < _CACHE_LIMIT:
+        known_symbols[symbol] = result
     return result
 
 

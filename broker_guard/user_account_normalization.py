@@ -33,9 +33,7 @@ def run_normalization_pass(
     ``actions_executed``, ``total_value_cleaned``...) and per account under ``accounts``.
     """
     base = config or GuardConfig.load()
-    plan = NormalizationPlan.resolve(
-        base.normalization, minimum_position_usd, consolidation_threshold_usd, close_consolidation_candidates
-    )
+    plan = NormalizationPlan.resolve(base.normalization, minimum_position_usd, consolidation_threshold_usd, close_consolidation_candidates)
     checked = base.replace(
         normalization={"minimum_position_usd": plan.minimum, "consolidation_threshold_usd": max(plan.consolidation, plan.minimum)}
     )

@@ -122,6 +122,28 @@ def test_imports_point_down_the_layers() -> None:
     assert upward == []
 
 
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = modules()
+    leaks = []
+    for name, path in found.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("broker_guard"):
+                leaks += [f"{name}: {node.module}.{a.name}" for a in node.names if _private(a.name)]
+    assert leaks == []
+
+
+def test_no_module_reads_private_attributes_of_other_objects() -> None:
+    """``x._name`` only on ``self``/``cls``/``type(self)``: another object's private state is its own."""
+    reads = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                owner = node.value
+                if not _own(owner):
+                    reads.append(f"{name}:{node.lineno} .{node.attr}")
+    assert reads == []
+
+
 def test_core_is_pure() -> None:
     """core/ decides; it never logs, awaits, sleeps, reads a clock or touches a store."""
     banned = {"logging", "asyncio", "time", "threading", "broker_guard.state", "broker_guard.redact"}
@@ -137,6 +159,12 @@ def test_core_is_pure() -> None:
             elif isinstance(node, ast.ImportFrom) and _banned(node.module or "", banned):
                 problems.append(f"{name}: from {node.module}")
     assert problems == []
+
+
+def _own(owner: ast.expr) -> bool:
+    if isinstance(owner, ast.Name):
+        return owner.id in ("self", "cls")
+    return ast.unparse(owner) == "type(self)"
 
 
 def _private(name: str) -> bool:

@@ -25,6 +25,7 @@ import cachetools
 from broker_guard.classify import FailureKind, classify, retry_after_seconds
 from broker_guard.clock import AsyncSleep, Clock, Sleep, asyncio_sleep, parse_utc_iso, system_clock, system_sleep, utc_iso
 from broker_guard.config import BalancePolicy
+from broker_guard.core.retry import Action, RetryState, Why, decide
 from broker_guard.core.validate import is_valid_balance
 from broker_guard.errors import BalanceUnavailableError, InvalidResponseError, StoreError
 from broker_guard.events import EventHook, GuardEvent, emit
@@ -37,6 +38,8 @@ from broker_guard.state.memory import MemoryStore
 log = redact_logger("broker_guard.balance")
 
 STATE = "balances"
+
+
 def describe_balance(value: Any) -> str:
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         return f"${float(value):.2f}"
@@ -57,18 +60,14 @@ class AccountHealth:
 
 
 class _Run:
-    """One call's retry state (tenacity's RetryCallState, small): shared by the sync and async loops."""
+    """One call's retry state around ``core.retry.decide``: shared by the sync and async drivers."""
 
-    __slots__ = ("attempt", "fetcher", "key", "last_error", "started", "verbose", "waits")
+    __slots__ = ("fetcher", "key", "last_error", "state", "verbose")
 
     def __init__(self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool) -> None:
         self.fetcher = fetcher
         self.key = key
-        self.started = fetcher._clock()
-        self.attempt = 1
-        policy = fetcher.policy
-        self.waits = backoff.expo(base=2, factor=policy.base_delay, max_value=policy.max_delay)
-        self.waits.send(None)  # prime the generator, as backoff itself does
+        self.state = RetryState(started=fetcher.clock())
         self.verbose = verbose
         self.last_error: BaseException | None = None
 
@@ -76,44 +75,44 @@ class _Run:
         """Seconds to wait before the next attempt; None to stop. Re-raises what must not be retried."""
         fetcher = self.fetcher
         policy = fetcher.policy
-        kind = FailureKind.TRANSIENT if isinstance(exc, InvalidResponseError) else fetcher.kind_of(exc)  # a glitch: try again
+        # an invalid answer is a glitch: try again
+        kind = FailureKind.TRANSIENT if isinstance(exc, InvalidResponseError) else fetcher.kind_of(exc)
         message = fetcher.redact(exc)
-        fetcher._note_error(self.key[0], message)
+        fetcher.note_error(self.key[0], message)
         self.last_error = exc
         level = logging.WARNING if self.verbose else logging.DEBUG
-        log.log(level, "⚠️  Balance fetch failed (attempt %d/%d): %s", self.attempt, policy.max_attempts, message)
-        if not kind.retryable:
-            log.error("Balance fetch failed with an error of kind %s, not retried and not answered from cache: %s", kind.value, message)
-            raise exc
-        if self.attempt >= policy.max_attempts:
-            return None
-        delay = next(self.waits)
-        if policy.jitter:
-            delay = backoff.full_jitter(delay)
+        attempt = self.state.attempt
+        log.log(level, "⚠️  Balance fetch failed (attempt %d/%d): %s", attempt, policy.max_attempts, message)
         hint = retry_after_seconds(exc) if kind is FailureKind.RATE_LIMIT else None
-        elapsed = fetcher._clock() - self.started
-        budget = policy.max_total_seconds - elapsed if policy.max_total_seconds is not None else None
-        if hint is not None and hint > delay:
-            if hint > (budget if budget is not None else policy.max_delay):
-                log.warning("Broker asks to retry after %.1fs, beyond the retry budget; giving up retries", hint)
-                return None
-            delay = hint
-        if budget is not None and delay > budget:
+        jitter = backoff.full_jitter if policy.jitter else None
+        decision = decide(policy, self.state, kind, fetcher.clock(), hint=hint, jitter=jitter)
+        if decision.action is Action.REFUSE:
+            log.error(
+                "Balance fetch failed with an error of kind %s, not retried and not answered from cache: %s",
+                kind.value,
+                message,
+            )
+            raise exc
+        if decision.why is Why.HINT_BEYOND_BUDGET:
+            log.warning("Broker asks to retry after %.1fs, beyond the retry budget; giving up retries", hint)
+        elif decision.why is Why.BUDGET_SPENT:
             log.log(level, "Retry budget of %.1fs spent; not retrying", policy.max_total_seconds)
+        if decision.action is Action.GIVE_UP:
             return None
-        log.log(level, "🔄 Retrying in %gs...", delay)
-        emit(fetcher.on_event, GuardEvent("retry", fetcher._clock(), None, {"attempt": self.attempt, "delay": delay, "error": message}))
-        self.attempt += 1
-        return delay
+        log.log(level, "🔄 Retrying in %gs...", decision.delay)
+        detail = {"attempt": attempt, "delay": decision.delay, "error": message}
+        emit(fetcher.on_event, GuardEvent("retry", fetcher.clock(), None, detail))
+        self.state = decision.state
+        return decision.delay
 
     def succeeded(self, value: Any) -> Any:
         self.fetcher.remember(self.key, value)
         if self.verbose:
-            log.info("✅ Balance fetch succeeded on attempt %d: %s", self.attempt, describe_balance(value))
+            log.info("✅ Balance fetch succeeded on attempt %d: %s", self.state.attempt, describe_balance(value))
         return value
 
     def give_up(self) -> Any:
-        log.error("❌ Balance fetch failed permanently after %d attempts", self.attempt)
+        log.error("❌ Balance fetch failed permanently after %d attempts", self.state.attempt)
         return self.fetcher.fallback(self.key, self.last_error)
 
 
@@ -135,13 +134,13 @@ class EnhancedBalanceFetcher:
     ) -> None:
         self.policy = policy or BalancePolicy()
         self.store: Store = store if store is not None else MemoryStore()
-        self._clock = clock
+        self.clock = clock
         self._sleep = sleep
         self._async_sleep: AsyncSleep = async_sleep
         self.on_event = on_event
         self._secrets = tuple(secrets)
         register_secrets(self._secrets)  # masked in every log line, by the package's log filter
-        self._transient = transient_exceptions
+        self.transient_exceptions = transient_exceptions
         self.account = account
         self._lock = threading.Lock()
         self._last: cachetools.LRUCache[tuple[str, str], tuple[Any, float]] = cachetools.LRUCache(maxsize=1024)
@@ -216,7 +215,7 @@ class EnhancedBalanceFetcher:
     def get_last_known_balance(self, account: str | None = None) -> dict[str, Any] | None:
         """The newest remembered balance (of ``account`` if given), with age and error figures."""
         self._load()
-        now = self._clock()
+        now = self.clock()
         with self._lock:
             entries = [(k, v) for k, v in self._last.items() if account is None or k[0] == account]
         if not entries:
@@ -244,9 +243,7 @@ class EnhancedBalanceFetcher:
     # -- state ---------------------------------------------------------------------------------
 
     def kind_of(self, exc: BaseException) -> FailureKind:
-        if self._transient and isinstance(exc, self._transient):
-            return FailureKind.TRANSIENT
-        return classify(exc)
+        return classify(exc, self.transient_exceptions)
 
     def redact(self, exc: BaseException | str) -> str:
         return redact(exc, self._secrets)[:300] or type(exc).__name__
@@ -256,7 +253,7 @@ class EnhancedBalanceFetcher:
 
     def remember(self, key: tuple[str, str], value: Any) -> None:
         """Keep a valid balance; written to disk at most every ``persist_interval_seconds``."""
-        now = self._clock()
+        now = self.clock()
         with self._lock:
             self._last[key] = (value, now)
             health = self._health.get(key[0])
@@ -269,8 +266,8 @@ class EnhancedBalanceFetcher:
         if due or recovered:
             self._persist(key)
 
-    def _note_error(self, account: str, message: str) -> None:
-        now = self._clock()
+    def note_error(self, account: str, message: str) -> None:
+        now = self.clock()
         with self._lock:
             health = self._health.setdefault(account, AccountHealth())
             health.consecutive_errors += 1
@@ -283,7 +280,7 @@ class EnhancedBalanceFetcher:
         with self._lock:
             entry = self._last.get(key)
             health = self._health.get(key[0], AccountHealth())
-        now = self._clock()
+        now = self.clock()
         reason = self.redact(error) if error is not None else "unknown error"
         if entry is None:
             emit(self.on_event, GuardEvent("balance_unavailable", now, None, {"account": key[0], "error": reason}))
@@ -325,7 +322,7 @@ class EnhancedBalanceFetcher:
         with self._lock:
             entry = self._last.get(key)
             health = self._health.get(key[0], AccountHealth())
-            self._persisted_at[key] = self._clock()
+            self._persisted_at[key] = self.clock()
         record_key = f"{key[0]}|{key[1]}"
 
         def apply(data: dict[str, Any]) -> None:

@@ -128,18 +128,17 @@ def run_dust_cleanup(ctx: GuardContext, threshold: float, dry_run: bool, cap_usd
         if position.closable and not position.worth_less_than(threshold):
             outcomes.append(Outcome(position, "keep", "kept", "at or above the dust threshold", position.usd_value))
     result = DustResult(len(positions), threshold, dry_run, time.monotonic() - started, tuple(outcomes))
-    figures = result._figures
     log.info(
         "\n%s\n🧹 DUST CLEANUP COMPLETE%s\n%s\n   Total Found: %d\n   Successfully Closed: %d\n   Failed: %d\n"
         "   Skipped (value unknown or changed): %d\n   Total Value Cleaned: $%.4f\n   Duration: %.2fs\n%s",
         BAR,
         " (DRY RUN: nothing was sold)" if dry_run else "",
         BAR,
-        figures["total_found"],
-        figures["closed"],
-        figures["failed"],
-        figures["skipped"] + len(unknown),
-        figures["total_value_cleaned"],
+        result["total_found"],
+        result["closed"],
+        result["failed"],
+        result["skipped"] + len(unknown),
+        result["total_value_cleaned"],
         result.duration_seconds,
         BAR,
     )

@@ -1,0 +1,421 @@
+"""The guarded methods: one body per role, driven by a sync or an async driver.
+
+A body decides around one broker call: ``enter`` (may refuse, may take the
+probe slot), then ``failed`` or ``returned`` with what the broker did. A
+driver only calls: the sync driver calls the broker's method, the async one
+awaits it; nothing else differs (as tenacity's ``AsyncRetrying`` only awaits
+what ``BaseRetrying`` decided). Every verdict comes from the freeze manager,
+which asks ``core.freeze``: the price, tickers, order and seed-API paths share
+one copy of the rules. A probe slot taken in ``enter`` is settled or released
+on every path out: success, symbol failure, transient failure, cancellation,
+or an exception raised by the guard itself.
+
+The success path of a price call is a cached canonical form, one set lookup,
+one clock read and two small calls around the broker's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from broker_guard.classify import FailureKind, classify
+from broker_guard.core import freeze as rules
+from broker_guard.core.freeze import ALLOW, PROBE
+from broker_guard.errors import GuardRefusedError, InvalidResponseError
+from broker_guard.guard.context import GuardContext
+from broker_guard.guard.profiles import EXIT_SIDES, MethodSpec
+from broker_guard.redact import logger as redact_logger
+from broker_guard.redact import redact
+from broker_guard.symbols import canonical_symbol, known_symbols
+
+log = redact_logger("broker_guard.proxy")
+
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+Ticket = Any  # what ``enter`` hands to ``failed`` / ``returned``; None: nothing to settle
+_NONE_MODES: dict[str, int] = {}
+
+
+class AnswerNone(Exception):
+    """Raised by ``enter`` when a refused call answers None (``freeze.frozen_returns_none``)."""
+
+
+class Body(Protocol):
+    def enter(self, args: Args, kwargs: Kwargs) -> Ticket: ...
+
+    def failed(self, ticket: Ticket, exc: BaseException) -> None: ...
+
+    def returned(self, ticket: Ticket, value: Any) -> Any: ...
+
+
+def arg(args: Args, kwargs: Kwargs, index: int, name: str | None) -> Any:
+    """The argument at ``index``, else the keyword ``name``."""
+    if 0 <= index < len(args):
+        return args[index]
+    return kwargs.get(name) if name else None
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+
+class PriceBody:
+    """One symbol's price: refused when frozen or restricted, every failure counted, every
+    answer validated; after a cooldown the call is the probe that unfreezes or refreezes.
+
+    ``enter`` and ``returned`` are closures (cells are cheaper than attributes on the hot
+    path). The ticket is the symbol itself on the fast path (allowed, nothing to settle),
+    a ``(symbol, canon, mode)`` tuple when the freeze manager was asked, None without a symbol.
+    """
+
+    __slots__ = ("ctx", "enter", "extract", "freeze", "returned", "transient")
+
+    def __init__(self, ctx: GuardContext, spec: MethodSpec, index: int) -> None:
+        self.ctx = ctx
+        self.freeze = freeze = ctx.freeze
+        self.extract = extract = spec.price
+        self.transient = ctx.balance.transient_exceptions
+        pname, known, canonical, admit, slow = spec.symbol, known_symbols, canonical_symbol, self.admit, self.settle
+
+        def enter(args: Args, kwargs: Kwargs) -> Ticket:
+            symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
+            if not isinstance(symbol, str):
+                return None  # no symbol to judge: the broker's own answer
+            canon = known.get(symbol) or canonical(symbol)
+            if canon in freeze.blocked or freeze.clock() >= freeze.next_refresh:
+                return symbol, canon, admit(canon)
+            return symbol
+
+        def returned(ticket: Ticket, value: Any) -> Any:
+            if ticket.__class__ is str and not freeze.failing and extract(value) is not None:
+                return value  # allowed, valid, no failure count to reset
+            return slow(ticket, value)
+
+        self.enter = enter
+        self.returned = returned
+
+    def admit(self, canon: str) -> int:
+        try:
+            return self.freeze.admit(canon)
+        except GuardRefusedError:
+            if self.ctx.config.freeze.frozen_returns_none:
+                raise AnswerNone from None
+            raise
+
+    @staticmethod
+    def unpack(ticket: Ticket) -> tuple[str, str, int]:
+        if isinstance(ticket, str):
+            return ticket, canonical_symbol(ticket), ALLOW
+        symbol, canon, mode = ticket
+        return symbol, canon, mode
+
+    def settle(self, ticket: Ticket, value: Any) -> Any:
+        """The answer off the fast path: validate it, reset a count, settle a probe."""
+        if ticket is None:
+            return value
+        symbol, canon, mode = self.unpack(ticket)
+        if self.extract(value) is None:
+            error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(value), self.ctx.secrets)[:80]}")
+            self.report(symbol, canon, mode, error, FailureKind.INVALID_RESPONSE)
+            raise error
+        if mode or canon in self.freeze.failing:
+            self.succeeded(canon, mode)
+        return value
+
+    def failed(self, ticket: Ticket, exc: BaseException) -> None:
+        if ticket is not None:
+            symbol, canon, mode = self.unpack(ticket)
+            self.report(symbol, canon, mode, exc, None)
+
+    def succeeded(self, canon: str, mode: int) -> None:
+        try:
+            self.freeze.record_success(canon, probe=mode == PROBE)
+        finally:
+            if mode == PROBE:
+                self.freeze.end_probe(canon)
+
+    def report(self, symbol: str, canon: str, mode: int, exc: BaseException, kind: FailureKind | None) -> None:
+        """Tell the freeze manager; a probe ends here, with a verdict or (outage, cancellation) without."""
+        try:
+            if not isinstance(exc, Exception):
+                return  # cancelled or interrupted: no verdict on the symbol
+            kind = kind or classify(exc, self.transient)
+            if mode == PROBE and not rules.probe_settled_by(kind):
+                return  # an outage says nothing about the symbol
+            self.freeze.record_failure(symbol, exc, kind)
+        finally:
+            if mode == PROBE:
+                self.freeze.end_probe(canon)
+
+
+class TickersBody:
+    """Many prices in one call (ccxt ``fetch_tickers``): refused symbols are left out of the call
+    and of the answer instead of failing the whole call; each answer is judged like a price."""
+
+    __slots__ = ("index", "name", "pname", "price")
+
+    def __init__(self, ctx: GuardContext, spec: MethodSpec, index: int, name: str) -> None:
+        self.price = PriceBody(ctx, spec, index)
+        self.index = index
+        self.name = name
+        self.pname = spec.symbol or "symbols"
+
+    def enter(self, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs, dict[str, int]]:
+        """The call's arguments with refused symbols left out, and each kept symbol's mode."""
+        symbols = arg(args, kwargs, self.index, self.pname)
+        if symbols is None:
+            return args, kwargs, _NONE_MODES  # every symbol: frozen ones are dropped from the answer
+        modes: dict[str, int] = {}
+        try:
+            for symbol in symbols:
+                try:
+                    modes[symbol] = self.price.freeze.admit(canonical_symbol(symbol))
+                except GuardRefusedError:
+                    log.debug("left %s out of %s: frozen or restricted", symbol, self.name)
+        except BaseException:
+            self.release(modes)
+            raise
+        kept = list(modes)
+        if 0 <= self.index < len(args):
+            args = (*args[: self.index], kept, *args[self.index + 1 :])
+        else:
+            kwargs = {**kwargs, self.pname: kept}
+        return args, kwargs, modes
+
+    def returned(self, modes: dict[str, int], value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            self.release(modes)
+            return value
+        out = {}
+        try:
+            for symbol, ticker in value.items():
+                kept = self.judge(symbol, ticker, modes)
+                if kept:
+                    out[symbol] = ticker
+        finally:
+            self.release(modes)  # a probed symbol missing from the answer: no verdict
+        return out
+
+    def judge(self, symbol: str, ticker: Any, modes: dict[str, int]) -> bool:
+        price = self.price
+        canon = canonical_symbol(symbol)
+        if modes is _NONE_MODES and canon in price.freeze.blocked:
+            return False
+        mode = modes.pop(symbol, ALLOW)
+        if price.extract(ticker) is None:
+            error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(ticker), price.ctx.secrets)[:80]}")
+            price.report(symbol, canon, mode, error, FailureKind.INVALID_RESPONSE)
+            return False
+        if mode or canon in price.freeze.failing:
+            price.succeeded(canon, mode)
+        return True
+
+    def failed(self, modes: dict[str, int], exc: BaseException) -> None:
+        self.release(modes)  # a failed batch says nothing about any one symbol
+
+    def release(self, modes: dict[str, int]) -> None:
+        freeze = self.price.freeze
+        for symbol, mode in modes.items():
+            if mode == PROBE:
+                freeze.end_probe(canonical_symbol(symbol))
+
+
+class OrderBody:
+    """Entries on frozen or restricted symbols, or while a symbol cannot be judged, are refused
+    before the broker sees them; exits pass. Orders are never retried: a retry can fill twice."""
+
+    __slots__ = ("freeze", "pname", "side_index", "sname", "spec", "symbol_index")
+
+    def __init__(self, ctx: GuardContext, spec: MethodSpec, indexes: tuple[int, int]) -> None:
+        self.freeze = ctx.freeze
+        self.spec = spec
+        self.symbol_index, self.side_index = indexes
+        self.pname, self.sname = spec.symbol, spec.side
+
+    def enter(self, args: Args, kwargs: Kwargs) -> Ticket:
+        symbol = arg(args, kwargs, self.symbol_index, self.pname)
+        if isinstance(symbol, str) and not self.is_exit(arg(args, kwargs, self.side_index, self.sname), kwargs):
+            self.freeze.check_entry(canonical_symbol(symbol))
+        return None
+
+    def is_exit(self, side: Any, kwargs: Kwargs) -> bool:
+        if self.spec.exit or kwargs.get("reduce_only") or kwargs.get("reduceOnly"):
+            return True
+        return isinstance(side, str) and side.lower() in EXIT_SIDES
+
+    def failed(self, ticket: Ticket, exc: BaseException) -> None:
+        return None
+
+    def returned(self, ticket: Ticket, value: Any) -> Any:
+        return value
+
+
+class PassBody:
+    """A role the guard does not judge (positions): the call goes through as it is."""
+
+    def enter(self, args: Args, kwargs: Kwargs) -> Ticket:
+        return None
+
+    def failed(self, ticket: Ticket, exc: BaseException) -> None:
+        return None
+
+    def returned(self, ticket: Ticket, value: Any) -> Any:
+        return value
+
+
+PASS = PassBody()
+
+
+# -- drivers --------------------------------------------------------------------------------
+
+
+def sync_driver(broker: Any, name: str, body: Body) -> Callable[..., Any]:
+    enter, failed, returned = body.enter, body.failed, body.returned
+
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            ticket = enter(args, kwargs)
+        except AnswerNone:
+            return None
+        try:
+            value = getattr(broker, name)(*args, **kwargs)
+        except BaseException as exc:
+            failed(ticket, exc)
+            raise
+        return returned(ticket, value)
+
+    return guarded
+
+
+def async_driver(broker: Any, name: str, body: Body) -> Callable[..., Any]:
+    enter, failed, returned = body.enter, body.failed, body.returned
+
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            ticket = enter(args, kwargs)
+        except AnswerNone:
+            return None
+        try:
+            value = await getattr(broker, name)(*args, **kwargs)
+        except BaseException as exc:
+            failed(ticket, exc)
+            raise
+        return returned(ticket, value)
+
+    return guarded
+
+
+def sync_batch_driver(broker: Any, name: str, body: TickersBody) -> Callable[..., Any]:
+    """Like ``sync_driver``, for a body that rewrites the call's arguments (``fetch_tickers``)."""
+    enter, failed, returned = body.enter, body.failed, body.returned
+
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs, modes = enter(args, kwargs)
+        if modes is not _NONE_MODES and not modes:
+            return {}  # every symbol asked for is refused: nothing to ask the broker
+        try:
+            value = getattr(broker, name)(*args, **kwargs)
+        except BaseException as exc:
+            failed(modes, exc)
+            raise
+        return returned(modes, value)
+
+    return guarded
+
+
+def async_batch_driver(broker: Any, name: str, body: TickersBody) -> Callable[..., Any]:
+    enter, failed, returned = body.enter, body.failed, body.returned
+
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs, modes = enter(args, kwargs)
+        if modes is not _NONE_MODES and not modes:
+            return {}
+        try:
+            value = await getattr(broker, name)(*args, **kwargs)
+        except BaseException as exc:
+            failed(modes, exc)
+            raise
+        return returned(modes, value)
+
+    return guarded
+
+
+def balance_method(ctx: GuardContext, name: str, is_async: bool) -> Callable[..., Any]:
+    """Balance calls: the fetcher's retry drivers, keyed by account and call signature."""
+    broker, fetcher, account = ctx.broker, ctx.balance, ctx.account
+    plain_key = (account, name)
+
+    def key(args: Args, kwargs: Kwargs) -> tuple[str, str]:
+        return (account, call_signature(name, args, kwargs)) if args or kwargs else plain_key
+
+    if is_async:
+
+        async def guarded_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await fetcher.call_async(getattr(broker, name), args, kwargs, key(args, kwargs))
+
+        return guarded_async
+
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return fetcher.call(getattr(broker, name), args, kwargs, key(args, kwargs))
+
+    return guarded
+
+
+def call_signature(name: str, args: Args, kwargs: Kwargs) -> str:
+    if not args and not kwargs:
+        return name
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in sorted(kwargs.items())]
+    return f"{name}({', '.join(parts)})"
+
+
+# -- the generated method --------------------------------------------------------------------
+
+
+def make_method(ctx: GuardContext, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
+    """The guarded method for broker method ``name``, named and signed like it."""
+    broker = ctx.broker
+    if spec.role == "balance":
+        method: Any = balance_method(ctx, name, is_async)
+    elif spec.role == "price" and spec.many:
+        batch = TickersBody(ctx, spec, indexes[0], name)
+        method = (async_batch_driver if is_async else sync_batch_driver)(broker, name, batch)
+    else:
+        body: Body = PASS
+        if spec.role == "price":
+            body = PriceBody(ctx, spec, indexes[0])
+        elif spec.role == "order":
+            body = OrderBody(ctx, spec, indexes)
+        method = (async_driver if is_async else sync_driver)(broker, name, body)
+    return named_like(method, broker, name)
+
+
+def named_like(method: Any, broker: Any, name: str) -> Callable[..., Any]:
+    """Give ``method`` the broker method's name, qualified name, docs and signature, and its code
+    object the same names, so tracebacks and ``inspect.signature`` name the real method."""
+    original = inspect.getattr_static(type(broker), name, None)
+    qualname = f"{type(broker).__qualname__}.{name}"
+    if inspect.isfunction(original):
+        functools.update_wrapper(method, original)
+        qualname = original.__qualname__
+    else:
+        method.__name__, method.__qualname__ = name, qualname
+        method.__signature__ = _unbound_signature(getattr(broker, name))
+    code = method.__code__
+    try:
+        method.__code__ = code.replace(co_name=name, co_qualname=qualname)
+    except TypeError:  # Python 3.10: code objects have no qualified name
+        method.__code__ = code.replace(co_name=name)
+    named: Callable[..., Any] = method
+    return named
+
+
+def _unbound_signature(bound: Any) -> inspect.Signature | None:
+    """The signature of a bound method or builtin as its class sees it (with ``self``)."""
+    try:
+        signature = inspect.signature(bound)
+    except (TypeError, ValueError):
+        return None
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    return signature.replace(parameters=[self_param, *signature.parameters.values()])

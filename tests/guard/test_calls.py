@@ -1,0 +1,266 @@
+"""The guarded call bodies: the probe slot after a cooldown is settled or released on every path,
+for sync and async brokers, through the price, tickers and order paths; generated methods carry
+the broker method's name and signature."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from broker_guard import GuardConfig, GuardedBroker, MemoryStore, SymbolFrozenError
+from broker_guard.testing import FakeClock, PaperBroker
+
+SYMBOL = "SOL/USDT"
+COOLDOWN_S = 3600
+
+
+class BadSymbol(Exception):  # classified by name, as ccxt's own class would be
+    pass
+
+
+class NetworkError(Exception):
+    pass
+
+
+class GuardInternalError(RuntimeError):
+    pass
+
+
+class Exchange:
+    """A ccxt-shaped exchange: ``fail`` is raised by every market-data call while set."""
+
+    def __init__(self) -> None:
+        self.fail: BaseException | None = None
+        self.calls: list[str] = []
+        self.orders: list[tuple[str, str]] = []
+
+    def fetch_ticker(self, symbol: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.calls.append(f"ticker {symbol}")
+        if self.fail is not None:
+            raise self.fail
+        return {"symbol": symbol, "last": 100.0}
+
+    def fetch_tickers(self, symbols: list[str] | None = None, params: Any = None) -> dict[str, Any]:
+        self.calls.append(f"tickers {symbols}")
+        if self.fail is not None:
+            raise self.fail
+        return {s: {"symbol": s, "last": 100.0} for s in symbols or [SYMBOL]}
+
+    def create_order(
+        self, symbol: str, type: str, side: str, amount: float, price: Any = None, params: Any = None
+    ) -> dict[str, Any]:
+        self.orders.append((symbol, side))
+        if self.fail is not None:
+            raise self.fail
+        return {"id": str(len(self.orders)), "status": "closed"}
+
+
+class AsyncExchange(Exchange):
+    async def fetch_ticker(self, symbol: str, params: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return Exchange.fetch_ticker(self, symbol, params)
+
+    async def fetch_tickers(self, symbols: Any = None, params: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return Exchange.fetch_tickers(self, symbols, params)
+
+    async def create_order(  # type: ignore[override]
+        self, symbol: str, type: str, side: str, amount: float, price: Any = None, params: Any = None
+    ) -> dict[str, Any]:
+        return Exchange.create_order(self, symbol, type, side, amount, price, params)
+
+
+def run(value: Any) -> Any:
+    return asyncio.run(_await(value)) if inspect.isawaitable(value) else value
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def cooled_down_guard(is_async: bool) -> tuple[Any, Exchange, FakeClock]:
+    """A guard whose SOL/USDT was frozen and whose cooldown is over: the next price call is the probe."""
+    exchange: Exchange = AsyncExchange() if is_async else Exchange()
+    clock = FakeClock()
+    config = GuardConfig.load(env={}, freeze={"auto_unfreeze": True, "cooldown_hours": COOLDOWN_S / 3600})
+    guard = GuardedBroker(
+        exchange, config, store=MemoryStore(), profile="ccxt", clock=clock, sleep=clock.sleep
+    )
+    guard.freeze_manager.freeze(SYMBOL, "test")
+    clock.advance(COOLDOWN_S + 1)
+    return guard, exchange, clock
+
+
+def price(guard: Any) -> Any:
+    return run(guard.fetch_ticker(SYMBOL))
+
+
+def tickers(guard: Any) -> Any:
+    return run(guard.fetch_tickers([SYMBOL]))
+
+
+PATHS: dict[str, Callable[[Any], Any]] = {"price": price, "tickers": tickers}
+
+
+def assert_probe_slot_free(guard: Any, exchange: Exchange) -> None:
+    """The slot is free when the next price call reaches the exchange instead of being refused."""
+    exchange.fail = None
+    before = len(exchange.calls)
+    assert price(guard)["last"] == 100.0
+    assert len(exchange.calls) == before + 1
+    assert not guard.freeze_manager.is_frozen(SYMBOL)  # the probe succeeded: unfrozen
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_a_probe_that_succeeds_unfreezes(path: str, is_async: bool) -> None:
+    guard, exchange, _clock = cooled_down_guard(is_async)
+    PATHS[path](guard)
+    assert not guard.freeze_manager.is_frozen(SYMBOL)
+    assert_probe_slot_free(guard, exchange)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_probe_that_fails_on_the_symbol_refreezes_and_frees_the_slot(is_async: bool) -> None:
+    guard, exchange, clock = cooled_down_guard(is_async)
+    exchange.fail = BadSymbol("symbol delisted")
+    with pytest.raises(BadSymbol):
+        price(guard)
+    with pytest.raises(SymbolFrozenError):  # frozen again, for a new cooldown
+        price(guard)
+    clock.advance(COOLDOWN_S + 1)
+    assert_probe_slot_free(guard, exchange)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_a_probe_that_fails_transiently_frees_the_slot_without_a_verdict(path: str, is_async: bool) -> None:
+    """Before the single body, a failing fetch_tickers kept the slot: the symbol was never probed again."""
+    guard, exchange, _clock = cooled_down_guard(is_async)
+    exchange.fail = NetworkError("connection reset")
+    with pytest.raises(NetworkError):
+        PATHS[path](guard)
+    assert guard.freeze_manager.is_frozen(SYMBOL) is False  # still cooled down: no verdict either way
+    assert_probe_slot_free(guard, exchange)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_a_cancelled_probe_frees_the_slot(path: str) -> None:
+    guard, exchange, _clock = cooled_down_guard(is_async=True)
+    exchange.fail = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
+        PATHS[path](guard)
+    assert_probe_slot_free(guard, exchange)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_a_probe_whose_answer_is_invalid_refreezes_and_frees_the_slot(path: str, is_async: bool) -> None:
+    guard, exchange, clock = cooled_down_guard(is_async)
+    original = exchange.fetch_tickers if path == "tickers" else exchange.fetch_ticker
+
+    def invalid(*args: Any, **kwargs: Any) -> Any:
+        if path == "tickers":
+            return {SYMBOL: {"symbol": SYMBOL, "last": None}}
+        return {"symbol": SYMBOL, "last": float("nan")}
+
+    async def invalid_async(*args: Any, **kwargs: Any) -> Any:
+        return invalid()
+
+    setattr(exchange, original.__name__, invalid_async if is_async else invalid)
+    answer = None
+    try:
+        answer = PATHS[path](guard)
+    except Exception as exc:
+        assert "invalid price" in str(exc)
+    if path == "tickers":
+        assert answer == {}  # an invalid ticker is left out of the answer
+    delattr(exchange, original.__name__)
+    with pytest.raises(SymbolFrozenError):
+        price(guard)
+    clock.advance(COOLDOWN_S + 1)
+    assert_probe_slot_free(guard, exchange)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("outcome", ["symbol failure", "success"])
+def test_an_exception_inside_the_guard_frees_the_slot(
+    path: str, is_async: bool, outcome: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store raising while the probe's verdict is saved: the error surfaces, the slot is free."""
+    guard, exchange, _clock = cooled_down_guard(is_async)
+    store = guard.guard_context.store
+    real_update = store.update
+
+    def broken_update(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(store, "update", real_update)  # fails once
+        raise GuardInternalError("bug inside the guard")
+
+    monkeypatch.setattr(store, "update", broken_update)
+    if outcome == "symbol failure":
+        exchange.fail = BadSymbol("symbol delisted")
+    with pytest.raises((GuardInternalError, BadSymbol)):
+        PATHS[path](guard)
+    if outcome == "symbol failure" and path == "tickers":
+        store.update = real_update  # a failed batch records nothing: the store was never asked
+    assert_probe_slot_free(guard, exchange)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("fails", [False, True], ids=["fills", "broker raises"])
+def test_orders_never_take_the_probe_slot(is_async: bool, side: str, fails: bool) -> None:
+    """An entry after the cooldown is refused (a price call must succeed first); an exit passes,
+    fills or fails, and the probe stays for the next price call."""
+    guard, exchange, _clock = cooled_down_guard(is_async)
+    exchange.fail = NetworkError("timeout") if fails else None
+    if side == "buy":
+        with pytest.raises(SymbolFrozenError, match="order refused"):
+            run(guard.create_order(SYMBOL, "market", "buy", 1.0))
+        assert exchange.orders == []
+    elif fails:
+        with pytest.raises(NetworkError):
+            run(guard.create_order(SYMBOL, "market", "sell", 1.0))
+    else:
+        run(guard.create_order(SYMBOL, "market", "sell", 1.0))
+    assert_probe_slot_free(guard, exchange)
+
+
+def test_two_callers_get_one_probe() -> None:
+    guard, _exchange, _clock = cooled_down_guard(is_async=False)
+    manager = guard.freeze_manager
+    canon = "SOL/USDT"
+    assert manager.admit(canon) == 1  # the probe
+    with pytest.raises(SymbolFrozenError):
+        manager.admit(canon)  # the second caller waits for the verdict
+    manager.end_probe(canon)
+    assert manager.admit(canon) == 1
+
+
+def test_generated_methods_carry_the_broker_methods_name_and_signature() -> None:
+    broker = PaperBroker(prices={"BTC-USD": 1.0})
+    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore())
+    method = guard.get_current_price
+    assert method.__name__ == "get_current_price"
+    assert method.__qualname__ == "PaperBroker.get_current_price"
+    assert inspect.signature(method) == inspect.signature(broker.get_current_price)
+    assert method.__doc__ == PaperBroker.get_current_price.__doc__
+    broker.delist("BTC-USD")
+    try:
+        guard.get_current_price("BTC-USD")
+    except Exception as exc:
+        names = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+    assert names[1] == "get_current_price"  # the guard's frame is named like the broker's method
+
+
+def test_async_generated_methods_stay_coroutine_functions() -> None:
+    guard = GuardedBroker(AsyncExchange(), GuardConfig.load(env={}), store=MemoryStore(), profile="ccxt")
+    assert inspect.iscoroutinefunction(guard.fetch_ticker)
+    assert guard.fetch_ticker.__name__ == "fetch_ticker"
+    assert list(inspect.signature(guard.fetch_tickers).parameters) == ["symbols", "params"]
