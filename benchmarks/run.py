@@ -1,6 +1,7 @@
 """Benchmarks: the guard's cost as ratios against baselines measured in the same run.
 
-python benchmarks/run.py            # full run (a few minutes), prints the tables for docs/PERFORMANCE.md
+python benchmarks/run.py            # full run (a few minutes), prints the tables for
+docs/PERFORMANCE.md
 python benchmarks/run.py --smoke    # seconds: checks every benchmark runs, not how fast
 """
 
@@ -38,7 +39,8 @@ from broker_guard.state.select import store_from_config
 
 
 def open_store(where: dict[str, Any]) -> Store:
-    """The store the ``guard`` settings ``where`` name (a data_dir, or a Redis URL and prefix), as a bot opens it."""
+    """The store the ``guard`` settings ``where`` name (a data_dir, or a Redis URL and prefix), as a
+    bot opens it."""
     return store_from_config(GuardConfig.load(env={}, guard=where))
 
 
@@ -58,7 +60,13 @@ def per_call(fn: Callable[[], Any], number: int, repeat: int) -> float:
 
 def guard_for(broker: Any, **sections: Any) -> Any:
     clock = FakeClock()
-    return GuardedBroker(broker, GuardConfig.load(env={}, **sections), store=MemoryStore(), clock=clock, sleep=clock.sleep)
+    return GuardedBroker(
+        broker,
+        GuardConfig.load(env={}, **sections),
+        store=MemoryStore(),
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
 
 def success_path(number: int, repeat: int) -> list[tuple[str, float, float]]:
@@ -102,7 +110,9 @@ def success_path(number: int, repeat: int) -> list[tuple[str, float, float]]:
     base_attr = timings["raw unguarded attribute (min_trade_usd)"]
     out = []
     for name, seconds in timings.items():
-        base = base_balance if "balance" in name else base_attr if "attribute" in name else base_price
+        base = (
+            base_balance if "balance" in name else base_attr if "attribute" in name else base_price
+        )
         out.append((name, seconds, seconds / base))
     return out
 
@@ -123,7 +133,10 @@ def async_path(number: int) -> list[tuple[str, float, float]]:
 
     raw = asyncio.run(loop(lambda: broker.get_current_price("BTC-USD")))
     guarded = asyncio.run(loop(lambda: guard.get_current_price("BTC-USD")))
-    return [("async raw get_current_price", raw, 1.0), ("async GuardedBroker.get_current_price", guarded, guarded / raw)]
+    return [
+        ("async raw get_current_price", raw, 1.0),
+        ("async GuardedBroker.get_current_price", guarded, guarded / raw),
+    ]
 
 
 def failure_path(number: int) -> list[tuple[str, float, float]]:
@@ -155,7 +168,9 @@ def _swallow(fn: Callable[[str], Any], arg: str) -> None:
         return
 
 
-def persistence(count: int, where: Callable[[], dict[str, Any]], what: str) -> list[tuple[str, float, float]]:
+def persistence(
+    count: int, where: Callable[[], dict[str, Any]], what: str
+) -> list[tuple[str, float, float]]:
     store = open_store(where())
     manager = SymbolFreezeManager(FreezePolicy(), store=store)
     latencies = []
@@ -166,11 +181,15 @@ def persistence(count: int, where: Callable[[], dict[str, Any]], what: str) -> l
     close_store(store)
     p50 = statistics.median(latencies)
     p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))]
-    return [(f"freeze reaching {what} p50", p50, 1.0), (f"freeze reaching {what} p99", p99, p99 / p50)]
+    return [
+        (f"freeze reaching {what} p50", p50, 1.0),
+        (f"freeze reaching {what} p99", p99, p99 / p50),
+    ]
 
 
 def _record_failures(where: dict[str, Any], worker: int, count: int, start: Any) -> None:
-    """One process: ``count`` failure records on shared state (never reaching the freeze threshold)."""
+    """One process: ``count`` failure records on shared state (never reaching the freeze
+    threshold)."""
     import logging
 
     logging.getLogger("broker_guard").setLevel(logging.CRITICAL)
@@ -182,8 +201,11 @@ def _record_failures(where: dict[str, Any], worker: int, count: int, start: Any)
     close_store(store)
 
 
-def failure_throughput(per_process: int, where: Callable[[], dict[str, Any]]) -> list[tuple[str, float, float]]:
-    """Failure records per second with 1, 2 and 4 processes on one shared state; the counts must add up (no lost update)."""
+def failure_throughput(
+    per_process: int, where: Callable[[], dict[str, Any]]
+) -> list[tuple[str, float, float]]:
+    """Failure records per second with 1, 2 and 4 processes on one shared state; the counts must add
+    up (no lost update)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -192,7 +214,10 @@ def failure_throughput(per_process: int, where: Callable[[], dict[str, Any]]) ->
     for processes in (1, 2, 4):
         d = where()
         start = ctx.Barrier(processes + 1)
-        workers = [ctx.Process(target=_record_failures, args=(d, w, per_process, start)) for w in range(processes)]
+        workers = [
+            ctx.Process(target=_record_failures, args=(d, w, per_process, start))
+            for w in range(processes)
+        ]
         for w in workers:
             w.start()
         start.wait()
@@ -201,14 +226,27 @@ def failure_throughput(per_process: int, where: Callable[[], dict[str, Any]]) ->
             w.join()
         elapsed = time.perf_counter() - began
         reader = open_store(d)
-        counted = sum(SymbolFreezeManager(FreezePolicy(), store=reader).get_stats()["pending_symbols"].values())
+        counted = sum(
+            SymbolFreezeManager(FreezePolicy(), store=reader)
+            .get_stats()["pending_symbols"]
+            .values()
+        )
         close_store(reader)
         total = processes * per_process
         if counted != total or any(w.exitcode for w in workers):
-            raise SystemExit(f"lost updates: {counted} failures counted of {total} recorded by {processes} processes")
+            raise SystemExit(
+                f"lost updates: {counted} failures counted of {total} recorded by {processes} "
+                f"processes"
+            )
         rate = total / elapsed
         base = base or rate
-        rows.append((f"failure records/s, {processes} process(es), {total} records, none lost", rate, rate / base))
+        rows.append(
+            (
+                f"failure records/s, {processes} process(es), {total} records, none lost",
+                rate,
+                rate / base,
+            )
+        )
     return rows
 
 
@@ -218,8 +256,13 @@ def frozen_scaling(number: int) -> list[tuple[str, float, float]]:
     for frozen in (10, 10_000):
         guard = guard_for(PaperBroker(prices={"BTC-USD": 1.0}))
         manager = guard.freeze_manager
-        records = {f"F{i}/USD": manager._record(f"F{i}-USD", "bench", "", 0.0, 3, True).as_dict() for i in range(frozen)}
-        manager._persist(lambda data, records=records: data.setdefault("frozen", {}).update(records))
+        records = {
+            f"F{i}/USD": manager._record(f"F{i}-USD", "bench", "", 0.0, 3, True).as_dict()
+            for i in range(frozen)
+        }
+        manager._persist(
+            lambda data, records=records: data.setdefault("frozen", {}).update(records)
+        )
         seconds = per_call(lambda g=guard: g.get_current_price("BTC-USD"), number, 3)
         base = base or seconds
         rows.append((f"guarded price call, {frozen} symbols frozen", seconds, seconds / base))
@@ -238,26 +281,40 @@ def liquidation_scaling(sizes: list[int]) -> list[tuple[str, float, float]]:
             guard.dust(dry_run=False) if kind == "dust" else guard.normalize(dry_run=False)
             seconds = time.perf_counter() - start
             base = base or seconds / n
-            rows.append((f"{kind}() over {n} positions (per position)", seconds / n, (seconds / n) / base))
+            rows.append(
+                (f"{kind}() over {n} positions (per position)", seconds / n, (seconds / n) / base)
+            )
     return rows
 
 
 def redis_success_path(number: int, repeat: int, url: str) -> list[tuple[str, float, float]]:
-    """The guarded price call on each store: a successful call never reaches the store, so the rows should match."""
+    """The guarded price call on each store: a successful call never reaches the store, so the rows
+    should match."""
     broker = PaperBroker(prices={"BTC-USD": 50_000.0})
     price = broker.get_current_price
-    stores: list[tuple[str, Store]] = [("MemoryStore", MemoryStore()), ("JsonFileStore", JsonFileStore(tempfile.mkdtemp()))]
+    stores: list[tuple[str, Store]] = [
+        ("MemoryStore", MemoryStore()),
+        ("JsonFileStore", JsonFileStore(tempfile.mkdtemp())),
+    ]
     stores.append(("RedisStore", RedisStore(url, prefix=f"bench{time.time_ns()}")))
     timings = [("raw get_current_price", per_call(lambda: price("BTC-USD"), number, repeat))]
     for name, store in stores:
         clock = FakeClock()
-        guard = GuardedBroker(broker, GuardConfig.load(env={}), store=store, clock=clock, sleep=clock.sleep)
+        guard = GuardedBroker(
+            broker, GuardConfig.load(env={}), store=store, clock=clock, sleep=clock.sleep
+        )
 
         def call(g: Any = guard, c: FakeClock = clock) -> None:
-            c.advance(0.001)  # simulated time moves, so the one-second refresh runs as in a live bot
+            # simulated time moves, so the one-second refresh runs as in a live bot
+            c.advance(0.001)
             g.get_current_price("BTC-USD")
 
-        timings.append((f"GuardedBroker.get_current_price on {name} (clock advancing)", per_call(call, number, repeat)))
+        timings.append(
+            (
+                f"GuardedBroker.get_current_price on {name} (clock advancing)",
+                per_call(call, number, repeat),
+            )
+        )
         close_store(store)
     base = timings[0][1]
     return [(name, seconds, seconds / base) for name, seconds in timings]
@@ -265,7 +322,8 @@ def redis_success_path(number: int, repeat: int, url: str) -> list[tuple[str, fl
 
 @contextlib.contextmanager
 def redis_url(given: str | None) -> Iterator[str | None]:
-    """The Redis to measure: ``--redis-url``, else a redis-server started here on a free port, else None."""
+    """The Redis to measure: ``--redis-url``, else a redis-server started here on a free port, else
+    None."""
     if given:
         yield given
         return
@@ -276,7 +334,8 @@ def redis_url(given: str | None) -> Iterator[str | None]:
         yield None
         return
     with tempfile.TemporaryDirectory() as d:
-        server = RedisServer(Path(d), durable=False)  # Redis's defaults: writes are not fsynced one by one
+        # Redis's defaults: writes are not fsynced one by one
+        server = RedisServer(Path(d), durable=False)
         server.start()
         try:
             yield server.url
@@ -285,7 +344,10 @@ def redis_url(given: str | None) -> Iterator[str | None]:
 
 
 def show(title: str, rows: list[tuple[str, float, float]], per_second: bool = False) -> None:
-    print(f"\n### {title}\n\n| case | {'per second' if per_second else 'per call'} | ratio to baseline |\n|---|---:|---:|")
+    print(
+        f"\n### {title}\n\n| case | {'per second' if per_second else 'per call'} | ratio to "
+        f"baseline |\n|---|---:|---:|"
+    )
     for name, value, ratio in rows:
         print(f"| {name} | {f'{value:,.0f}' if per_second else _duration(value)} | {ratio:.2f}x |")
 
@@ -296,30 +358,59 @@ def _duration(seconds: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--smoke", action="store_true", help="tiny counts: check that everything runs")
-    parser.add_argument("--redis-url", help="measure the Redis store on this server (default: start a local redis-server)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny counts: check that everything runs"
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="measure the Redis store on this server (default: start a local redis-server)",
+    )
     args = parser.parse_args()
     import logging
 
-    logging.getLogger("broker_guard").setLevel(logging.CRITICAL)  # the benchmarks measure calls, not log output
+    # the benchmarks measure calls, not log output
+    logging.getLogger("broker_guard").setLevel(logging.CRITICAL)
     n, r = (200, 1) if args.smoke else (200_000, 7)
-    print(f"broker_guard benchmarks on {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}, {platform.system()}")
+    print(
+        f"broker_guard benchmarks on {platform.processor() or platform.machine()}, Python "
+        f"{sys.version.split()[0]}, {platform.system()}"
+    )
     show("Success path (sync)", success_path(n, r))
     show("Success path (async)", async_path(n // 4))
     show("Failure path (zero delays)", failure_path(max(50, n // 20)))
-    show("Persistence (JSON store, one process)", persistence(20 if args.smoke else 500, new_data_dir, "disk"))
+    show(
+        "Persistence (JSON store, one process)",
+        persistence(20 if args.smoke else 500, new_data_dir, "disk"),
+    )
     records = 10 if args.smoke else 200
-    show("Failure records, processes sharing a data_dir (JSON store)", failure_throughput(records, new_data_dir), per_second=True)
+    show(
+        "Failure records, processes sharing a data_dir (JSON store)",
+        failure_throughput(records, new_data_dir),
+        per_second=True,
+    )
     with redis_url(args.redis_url) as url:
         if url is None:
             print("\n### Redis store: skipped (no redis-server here; pass --redis-url)")
         else:
-            fresh = lambda: {"store_url": url, "store_prefix": f"bench{time.time_ns()}"}  # noqa: E731 - a new prefix per measurement
+
+            def fresh() -> dict[str, Any]:  # a new prefix per measurement
+                return {"store_url": url, "store_prefix": f"bench{time.time_ns()}"}
+
             show("Success path by store (sync)", redis_success_path(n, r, url))
-            show("Persistence (Redis store, one process, loopback)", persistence(20 if args.smoke else 500, fresh, "Redis"))
-            show("Failure records, processes sharing one Redis", failure_throughput(records * 5, fresh), per_second=True)
+            show(
+                "Persistence (Redis store, one process, loopback)",
+                persistence(20 if args.smoke else 500, fresh, "Redis"),
+            )
+            show(
+                "Failure records, processes sharing one Redis",
+                failure_throughput(records * 5, fresh),
+                per_second=True,
+            )
     show("Price call vs number of frozen symbols", frozen_scaling(n // 4))
-    show("Liquidation scaling", liquidation_scaling([10, 100] if args.smoke else [10, 100, 1_000, 10_000]))
+    show(
+        "Liquidation scaling",
+        liquidation_scaling([10, 100] if args.smoke else [10, 100, 1_000, 10_000]),
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""One shared instance per process for the seed's ``get_...()`` factories, which refuse to ignore arguments."""
+"""One shared instance per process for the seed's ``get_...()`` factories, which refuse to ignore
+arguments."""
 
 from __future__ import annotations
 

@@ -22,7 +22,12 @@ class BrokerDustCleanup:
     """Find and close dust positions; one instance may serve many brokers."""
 
     def __init__(
-        self, dust_threshold_usd: float = 1.00, dry_run: bool = False, *, config: GuardConfig | None = None, store: Any = None
+        self,
+        dust_threshold_usd: float = 1.00,
+        dry_run: bool = False,
+        *,
+        config: GuardConfig | None = None,
+        store: Any = None,
     ) -> None:
         base = config or GuardConfig.load()
         self.config = base.replace(dust={"threshold_usd": dust_threshold_usd, "dry_run": dry_run})
@@ -31,22 +36,34 @@ class BrokerDustCleanup:
         self._store = store
 
     def _context(self, broker: object) -> GuardContext:
-        guard = broker if isinstance(broker, GuardedBroker) else GuardedBroker(broker, self.config, store=self._store)
+        guard = (
+            broker
+            if isinstance(broker, GuardedBroker)
+            else GuardedBroker(broker, self.config, store=self._store)
+        )
         return guard.guard_context
 
-    def find_dust_positions(self, broker: object, threshold_usd: float | None = None) -> list[Position]:
+    def find_dust_positions(
+        self, broker: object, threshold_usd: float | None = None
+    ) -> list[Position]:
         """Positions worth less than the threshold whose value is known (seed API)."""
         threshold = self.dust_threshold_usd if threshold_usd is None else threshold_usd
         return scan(self._context(broker), threshold)[1]
 
-    def cleanup_all_dust(self, broker: object, *, dry_run: bool | None = None, threshold_usd: float | None = None) -> DustResult:
+    def cleanup_all_dust(
+        self, broker: object, *, dry_run: bool | None = None, threshold_usd: float | None = None
+    ) -> DustResult:
         """Close every dust position at the broker (seed API); returns the seed's figures."""
         dry = self.dry_run if dry_run is None else dry_run
         threshold = self.dust_threshold_usd if threshold_usd is None else threshold_usd
-        return run_dust_cleanup(self._context(broker), threshold, dry, self.config.dust.max_usd_per_run)
+        return run_dust_cleanup(
+            self._context(broker), threshold, dry, self.config.dust.max_usd_per_run
+        )
 
 
-def _build(dust_threshold_usd: float | None = None, dry_run: bool | None = None) -> BrokerDustCleanup:
+def _build(
+    dust_threshold_usd: float | None = None, dry_run: bool | None = None
+) -> BrokerDustCleanup:
     config = GuardConfig.load()
     return BrokerDustCleanup(
         config.dust.threshold_usd if dust_threshold_usd is None else dust_threshold_usd,
@@ -58,8 +75,11 @@ def _build(dust_threshold_usd: float | None = None, dry_run: bool | None = None)
 _factory: SingletonFactory[BrokerDustCleanup] = SingletonFactory("get_broker_dust_cleanup", _build)
 
 
-def get_broker_dust_cleanup(dust_threshold_usd: float | None = None, dry_run: bool | None = None) -> BrokerDustCleanup:
-    """The process's shared cleanup engine (seed API). A later call with different arguments raises ConfigError."""
+def get_broker_dust_cleanup(
+    dust_threshold_usd: float | None = None, dry_run: bool | None = None
+) -> BrokerDustCleanup:
+    """The process's shared cleanup engine (seed API). A later call with different arguments raises
+    ConfigError."""
     return _factory.get(dust_threshold_usd=dust_threshold_usd, dry_run=dry_run)
 
 
@@ -67,4 +87,9 @@ def reset_broker_dust_cleanup() -> None:
     _factory.reset()
 
 
-__all__ = ["BrokerDustCleanup", "DustResult", "get_broker_dust_cleanup", "reset_broker_dust_cleanup"]
+__all__ = [
+    "BrokerDustCleanup",
+    "DustResult",
+    "get_broker_dust_cleanup",
+    "reset_broker_dust_cleanup",
+]

@@ -67,7 +67,8 @@ _MESSAGE_RULES: tuple[tuple[re.Pattern[str], FailureKind], ...] = (
     (re.compile(r"insufficient (funds|balance)", re.I), FailureKind.INSUFFICIENT_FUNDS),
     (
         re.compile(
-            r"delisted|not available|not found|unknown (asset )?(symbol|product|pair|market)|invalid (asset )?(symbol|product|pair|market)"
+            r"delisted|not available|not found|unknown (asset "
+            r")?(symbol|product|pair|market)|invalid (asset )?(symbol|product|pair|market)"
             r"|no such (symbol|product|market)|suspended|halted|bad symbol|invalid price",
             re.I,
         ),
@@ -75,7 +76,8 @@ _MESSAGE_RULES: tuple[tuple[re.Pattern[str], FailureKind], ...] = (
     ),
     (
         re.compile(
-            r"network|connection|timed? ?out|temporar|unavailable|maintenance|\b50[0234]\b|bad gateway"
+            r"network|connection|timed? ?out|temporar|unavailable|maintenance|\b50[0234]\b|bad "
+            r"gateway"
             r"|reset by peer|broken pipe|try again",
             re.I,
         ),
@@ -93,7 +95,9 @@ def _status_code(exc: BaseException) -> int | None:
     return None
 
 
-def classify(exc: BaseException | str, transient: tuple[type[BaseException], ...] = ()) -> FailureKind:
+def classify(
+    exc: BaseException | str, transient: tuple[type[BaseException], ...] = ()
+) -> FailureKind:
     """The kind of failure ``exc`` is; a plain message string is classified by its words.
 
     ``transient``: exception types the caller knows to be passing (a guard's
@@ -136,7 +140,9 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     """A retry-after hint carried by the exception (attribute or HTTP header), in seconds."""
     value = getattr(exc, "retry_after", None)
     if value is None:
-        headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "headers", None)
+        headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(
+            exc, "headers", None
+        )
         if isinstance(headers, Mapping):
             value = headers.get("Retry-After") or headers.get("retry-after")
     try:

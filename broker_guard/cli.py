@@ -1,4 +1,5 @@
-"""The operator's command line: ``broker-guard demo|status|health|freeze|unfreeze|restrict|unrestrict|dust|normalize``.
+"""The operator's command line: ``broker-guard
+demo|status|health|freeze|unfreeze|restrict|unrestrict|dust|normalize``.
 
 Exit codes: 0 success; 1 an alert is raised (``health``), an action failed or
 the state store cannot be reached (nothing was changed);
@@ -29,8 +30,21 @@ from broker_guard.state.select import store_from_config
 from broker_guard.symbols import canonical_symbol
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE, EXIT_BROKER = 0, 1, 2, 3
-DEMO_PRICES = {"ETH-USD": 2500.0, "DOGE-USD": 0.15, "BTC-USD": 50_000.0, "SOL-USD": 100.0, "ADA-USD": 0.5, "LUNA-USD": 0.0001}
-DEMO_POSITIONS = {"ETH-USD": 0.0002, "DOGE-USD": 5.0, "BTC-USD": 0.01, "SOL-USD": 0.05, "ADA-USD": 6.5}
+DEMO_PRICES = {
+    "ETH-USD": 2500.0,
+    "DOGE-USD": 0.15,
+    "BTC-USD": 50_000.0,
+    "SOL-USD": 100.0,
+    "ADA-USD": 0.5,
+    "LUNA-USD": 0.0001,
+}
+DEMO_POSITIONS = {
+    "ETH-USD": 0.0002,
+    "DOGE-USD": 5.0,
+    "BTC-USD": 0.01,
+    "SOL-USD": 0.05,
+    "ADA-USD": 6.5,
+}
 
 
 class UsageError(Exception):
@@ -38,7 +52,8 @@ class UsageError(Exception):
 
 
 def make_broker(spec: str) -> Any:
-    """``paper`` (default), ``ccxt:<exchange id>`` (keys from BROKER_GUARD_API_KEY/_SECRET/_PASSWORD), or ``module:factory``."""
+    """``paper`` (default), ``ccxt:<exchange id>`` (keys from
+    BROKER_GUARD_API_KEY/_SECRET/_PASSWORD), or ``module:factory``."""
     if spec == "paper":
         return PaperBroker(prices=DEMO_PRICES, positions=DEMO_POSITIONS)
     if spec.startswith("ccxt:"):
@@ -49,16 +64,24 @@ def make_broker(spec: str) -> Any:
             raise UsageError("ccxt is not installed: pip install 'broker-guard[ccxt]'") from None
         if not hasattr(ccxt, exchange_id):
             raise UsageError(f"ccxt has no exchange {exchange_id!r}")
-        key, secret = os.environ.get("BROKER_GUARD_API_KEY"), os.environ.get("BROKER_GUARD_API_SECRET")
+        key, secret = (
+            os.environ.get("BROKER_GUARD_API_KEY"),
+            os.environ.get("BROKER_GUARD_API_SECRET"),
+        )
         if not key or not secret:
-            raise UsageError("missing credentials: set BROKER_GUARD_API_KEY and BROKER_GUARD_API_SECRET (never pass keys as arguments)")
+            raise UsageError(
+                "missing credentials: set BROKER_GUARD_API_KEY and BROKER_GUARD_API_SECRET (never "
+                "pass keys as arguments)"
+            )
         options = {"apiKey": key, "secret": secret}
         if os.environ.get("BROKER_GUARD_API_PASSWORD"):
             options["password"] = os.environ["BROKER_GUARD_API_PASSWORD"]
         return getattr(ccxt, exchange_id)(options)
     module_name, sep, factory = spec.partition(":")
     if not sep or not module_name or not factory:
-        raise UsageError(f"unknown broker spec {spec!r}: use paper, ccxt:<exchange id> or module:factory")
+        raise UsageError(
+            f"unknown broker spec {spec!r}: use paper, ccxt:<exchange id> or module:factory"
+        )
     try:
         return getattr(importlib.import_module(module_name), factory)()
     except (ImportError, AttributeError) as exc:
@@ -74,10 +97,14 @@ def _config(args: argparse.Namespace) -> GuardConfig:
 
 
 def _manager(args: argparse.Namespace, *, must_exist: bool = True) -> SymbolFreezeManager:
-    """The freeze manager on the configured store; an unreachable Redis is an error here, never memory."""
+    """The freeze manager on the configured store; an unreachable Redis is an error here, never
+    memory."""
     config = _config(args)
     if config.guard.store_url is None and must_exist and not config.data_dir.is_dir():
-        raise UsageError(f"data dir {config.data_dir} does not exist: pass --data-dir or set BROKER_GUARD_DATA_DIR")
+        raise UsageError(
+            f"data dir {config.data_dir} does not exist: pass --data-dir or set "
+            f"BROKER_GUARD_DATA_DIR"
+        )
     store = store_from_config(config, degrade=False)
     args.stores.append(store)
     manager = SymbolFreezeManager(config.freeze, store=store)
@@ -86,7 +113,8 @@ def _manager(args: argparse.Namespace, *, must_exist: bool = True) -> SymbolFree
 
 
 def _check_saved(manager: SymbolFreezeManager) -> None:
-    """The manager keeps a change it could not save in memory, which is right for a bot and wrong for an operator."""
+    """The manager keeps a change it could not save in memory, which is right for a bot and wrong
+    for an operator."""
     problem = manager.get_stats()["store_problem"]
     if problem:
         raise StoreError(f"state store {manager.store.health().location}: {problem}")
@@ -120,13 +148,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     lines = [f"Frozen symbols: {len(frozen)}"]
     lines += [
-        f"  {s}: {i['reason']} (since {i['frozen_at']}, {i['consecutive_failures']} failures{', REVIEW' if i['manual_review'] else ''})"
+        f"  {s}: {i['reason']} (since {i['frozen_at']}, {i['consecutive_failures']} "
+        f"failures{', REVIEW' if i['manual_review'] else ''})"
         for s, i in frozen.items()
     ]
     lines.append(f"Pending failure counts: {stats['pending_symbols'] or 'none'}")
     lines.append(f"Restricted: {', '.join(stats['restricted_symbols']) or 'none'}")
-    lines += [f"Last balance {k}: {v['value']} at {v['fetched_at']}" for k, v in payload["balances"].items()]
-    lines.append(f"Persistence: {'ok' if payload['persistence']['ok'] else payload['persistence']['degraded']}")
+    lines += [
+        f"Last balance {k}: {v['value']} at {v['fetched_at']}"
+        for k, v in payload["balances"].items()
+    ]
+    lines.append(
+        f"Persistence: "
+        f"{'ok' if payload['persistence']['ok'] else payload['persistence']['degraded']}"
+    )
     _emit(args, payload, "\n".join(lines))
     return EXIT_OK
 
@@ -155,7 +190,8 @@ def cmd_symbol(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """Positions valued so far, on stderr, for scans of at least ``minimum`` positions (stdout stays for results).
+    """Positions valued so far, on stderr, for scans of at least ``minimum`` positions (stdout stays
+    for results).
 
     A terminal gets one redrawn bar; a log file or pipe gets a line every tenth of the way.
     """
@@ -170,7 +206,9 @@ class ProgressBar:
         done, total = event.detail["done"], event.detail["total"]
         if self.stream.isatty():
             filled = self.width * done // total
-            self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} positions valued")
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} positions valued"
+            )
             if done == total:
                 self.stream.write("\n")
         else:
@@ -184,39 +222,64 @@ class ProgressBar:
 
 def _guard(args: argparse.Namespace) -> GuardedBroker:
     config = _config(args)
-    store = store_from_config(config)  # degrades like a bot's: health reports an unreachable Redis as an alert
+    # degrades like a bot's: health reports an unreachable Redis as an alert
+    store = store_from_config(config)
     args.stores.append(store)
-    return GuardedBroker(make_broker(args.broker), config, store=store, on_event=ProgressBar(sys.stderr))
+    return GuardedBroker(
+        make_broker(args.broker), config, store=store, on_event=ProgressBar(sys.stderr)
+    )
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     health = _guard(args).health()
-    _emit(args, health, "OK" if health["ok"] else "ALERT\n" + "\n".join(f"  - {a}" for a in health["alerts"]))
+    _emit(
+        args,
+        health,
+        "OK" if health["ok"] else "ALERT\n" + "\n".join(f"  - {a}" for a in health["alerts"]),
+    )
     return EXIT_OK if health["ok"] else EXIT_ALERT
 
 
 def cmd_dust(args: argparse.Namespace) -> int:
     result = _guard(args).dust(dry_run=args.dry_run, threshold_usd=args.threshold)
-    figures = {k: v for k, v in result.items() if k != "positions"} | {"positions": result["positions"]}
-    table = [f"{p['symbol']:<12} {p['status']:<9} ${p['usd_value'] or 0:>10.4f}  {p['reason']}" for p in result["positions"]]
+    figures = {k: v for k, v in result.items() if k != "positions"} | {
+        "positions": result["positions"]
+    }
+    table = [
+        f"{p['symbol']:<12} {p['status']:<9} ${p['usd_value'] or 0:>10.4f}  {p['reason']}"
+        for p in result["positions"]
+    ]
     _emit(
         args,
         figures,
-        "\n".join([*table, f"closed {result['closed']}, failed {result['failed']}, cleaned ${result['total_value_cleaned']:.2f}"]),
+        "\n".join(
+            [
+                *table,
+                f"closed {result['closed']}, failed {result['failed']}, cleaned "
+                f"${result['total_value_cleaned']:.2f}",
+            ]
+        ),
     )
     return EXIT_ALERT if result["failed"] else EXIT_OK
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
     result = _guard(args).normalize(dry_run=not args.execute, minimum_position_usd=args.minimum)
-    table = [f"{a['symbol']:<12} {a['action']:<16} {a['status']:<9} ${a['usd_value'] or 0:>9.2f}" for a in result["actions"]]
-    summary = f"actions required {result['actions_required']}, executed {result['actions_executed']}, failed {result['actions_failed']}"
+    table = [
+        f"{a['symbol']:<12} {a['action']:<16} {a['status']:<9} ${a['usd_value'] or 0:>9.2f}"
+        for a in result["actions"]
+    ]
+    summary = (
+        f"actions required {result['actions_required']}, "
+        f"executed {result['actions_executed']}, failed {result['actions_failed']}"
+    )
     _emit(args, result, "\n".join([*table, summary]))
     return EXIT_ALERT if result["actions_failed"] else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Every seed component on the paper broker with injected faults; simulated time, so it takes a second."""
+    """Every seed component on the paper broker with injected faults; simulated time, so it takes a
+    second."""
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     handler = logging.StreamHandler(sys.stdout)
@@ -235,7 +298,8 @@ def _demo(args: argparse.Namespace) -> int:
     clock = FakeClock()
     broker = PaperBroker(prices=DEMO_PRICES, positions=DEMO_POSITIONS, cash=1000.0)
     config = GuardConfig.load(args.config, data_dir=data_dir, freeze={"auto_unfreeze": True})
-    guard: Any = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)  # typed as the broker it wraps
+    # typed as the broker it wraps
+    guard: Any = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)
 
     def screen(title: str) -> None:
         print(f"\n{'#' * 70}\n# {title}\n{'#' * 70}")
@@ -243,11 +307,16 @@ def _demo(args: argparse.Namespace) -> int:
     screen("1/5 Enhanced Balance Fetcher: two network errors, then success")
     broker.fail_next("get_account_balance", 2, "network")
     print(f"balance = ${guard.get_account_balance():.2f} (simulated waits: {clock.sleeps})")
-    screen("2/5 Enhanced Balance Fetcher: the broker stays down, fallback to the last known balance")
+    screen(
+        "2/5 Enhanced Balance Fetcher: the broker stays down, fallback to the last known balance"
+    )
     clock.advance(5 * 60)
     broker.fail_next("get_account_balance", 3, "network")
     print(f"balance = ${guard.get_account_balance():.2f}")
-    screen("3/5 Symbol Freeze Manager: a delisted coin freezes, a restricted one is refused, a probe unfreezes")
+    screen(
+        "3/5 Symbol Freeze Manager: a delisted coin freezes, a restricted one is refused, a probe "
+        "unfreezes"
+    )
     broker.delist("LUNA-USD")
     for _ in range(3):
         try:
@@ -261,7 +330,10 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"REFUSED {side} {symbol}: {type(exc).__name__}")
     broker.relist("LUNA-USD")
     clock.advance(24 * 3600)
-    print(f"after the 24h cooldown, the probe call returns {guard.get_current_price('LUNA-USD')}: LUNA-USD unfrozen")
+    print(
+        f"after the 24h cooldown, the probe call returns {guard.get_current_price('LUNA-USD')}: "
+        f"LUNA-USD unfrozen"
+    )
     screen("4/5 Broker Dust Cleanup: dry run, then for real")
     guard.dust(dry_run=True)
     guard.dust(dry_run=False)
@@ -270,22 +342,40 @@ def _demo(args: argparse.Namespace) -> int:
     guard.normalize(dry_run=False)
     guard.get_account_balance()  # the broker is back: the balance alerts clear
     health = guard.health()
-    print(f"\nhealth: {'OK' if health['ok'] else health['alerts']}; orders placed: {len(broker.orders)}; data dir: {data_dir}")
+    print(
+        f"\nhealth: {'OK' if health['ok'] else health['alerts']}; orders placed: "
+        f"{len(broker.orders)}; data dir: {data_dir}"
+    )
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="broker-guard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--broker", default="paper", help="paper (default), ccxt:<exchange id>, or module:factory")
-    parser.add_argument("--data-dir", help="state directory (default: guard.data_dir, $BROKER_GUARD_DATA_DIR, ./data)")
-    parser.add_argument("--config", help="config file (seed format; default config/cleanup_config.json)")
+    parser = argparse.ArgumentParser(
+        prog="broker-guard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--broker", default="paper", help="paper (default), ccxt:<exchange id>, or module:factory"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="state directory (default: guard.data_dir, $BROKER_GUARD_DATA_DIR, ./data)",
+    )
+    parser.add_argument(
+        "--config", help="config file (seed format; default config/cleanup_config.json)"
+    )
     parser.add_argument(
         "--store",
         dest="store_url",
         metavar="URL",
-        help="shared state in Redis, e.g. redis://host:6379/0 (default: guard.store_url, $BROKER_GUARD_STORE_URL, JSON files)",
+        help="shared state in Redis, e.g. redis://host:6379/0 (default: guard.store_url, "
+        "$BROKER_GUARD_STORE_URL, JSON files)",
     )
-    parser.add_argument("--store-prefix", help="Redis key prefix of the deployment (default: guard.store_prefix, broker_guard)")
+    parser.add_argument(
+        "--store-prefix",
+        help="Redis key prefix of the deployment (default: guard.store_prefix, broker_guard)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show every component on the paper broker")
@@ -298,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     dust = sub.add_parser("dust", help="close positions under the dust threshold")
     dust.add_argument("--dry-run", action="store_true", default=None)
     dust.add_argument("--threshold", type=float)
-    norm = sub.add_parser("normalize", help="close or flag positions under the minimum (dry run unless --execute)")
+    norm = sub.add_parser(
+        "normalize", help="close or flag positions under the minimum (dry run unless --execute)"
+    )
     norm.add_argument("--dry-run", action="store_true", default=True)
     norm.add_argument("--execute", action="store_true", help="really place the orders")
     norm.add_argument("--minimum", type=float)

@@ -53,7 +53,9 @@ class FreezePolicy:
     manual_review_required: bool = True
     auto_unfreeze: bool = True
     count_transient_failures: bool = False  # an outage must not freeze the universe
-    frozen_returns_none: bool = False  # price calls on a frozen symbol return None instead of raising
+    frozen_returns_none: bool = (
+        False  # price calls on a frozen symbol return None instead of raising
+    )
     alert_frozen_count: int = 5  # health alert above this many frozen symbols
 
 
@@ -70,13 +72,30 @@ class NormalizationPolicy:
 class GuardSettings:
     data_dir: str = "./data"
     account: str | None = None  # names the account in balance and audit records
-    quote_assets: tuple[str, ...] = ("USD", "USDT", "USDC", "BUSD", "DAI", "TUSD", "EUR", "GBP", "USDP", "FDUSD")
+    quote_assets: tuple[str, ...] = (
+        "USD",
+        "USDT",
+        "USDC",
+        "BUSD",
+        "DAI",
+        "TUSD",
+        "EUR",
+        "GBP",
+        "USDP",
+        "FDUSD",
+    )
     lock_timeout_seconds: float = 10.0
     refresh_interval_seconds: float = 1.0  # how often another process's changes are looked for
     value_tolerance: float = 0.25  # computed vs broker-reported position value, relative
-    store_url: str | None = None  # None: JSON files in data_dir; redis://host:6379/0 for state shared by a fleet
-    store_prefix: str = "broker_guard"  # Redis key prefix: one per deployment sharing a Redis database
-    balance_ttl_hours: float | None = None  # Redis only: the last known balance expires this long after it was saved
+    store_url: str | None = (
+        None  # None: JSON files in data_dir; redis://host:6379/0 for state shared by a fleet
+    )
+    store_prefix: str = (
+        "broker_guard"  # Redis key prefix: one per deployment sharing a Redis database
+    )
+    balance_ttl_hours: float | None = (
+        None  # Redis only: the last known balance expires this long after it was saved
+    )
     audit_max_records: int = 100_000  # Redis only: the audit stream keeps this many newest records
 
 
@@ -105,7 +124,14 @@ ENV_VARS: Mapping[str, tuple[str, str]] = {
 }
 CONFIG_PATH_ENV = "BROKER_GUARD_CONFIG"
 
-_POSITIVE = {"max_attempts", "failure_threshold", "lock_timeout_seconds", "max_total_seconds", "audit_max_records", "balance_ttl_hours"}
+_POSITIVE = {
+    "max_attempts",
+    "failure_threshold",
+    "lock_timeout_seconds",
+    "max_total_seconds",
+    "audit_max_records",
+    "balance_ttl_hours",
+}
 STORE_URL_PATTERN = re.compile(r"^(redis|rediss|unix)://")
 STORE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -164,7 +190,9 @@ class GuardConfig:
             _merge(layers, _read_file(Path(file_path)), source=str(file_path))
         for var, (section, key) in ENV_VARS.items():
             if var in env:
-                layers[section][key] = _from_env(var, env[var], _field_type(SECTIONS[section][1], key))
+                layers[section][key] = _from_env(
+                    var, env[var], _field_type(SECTIONS[section][1], key)
+                )
         _merge(layers, _normalise_overrides(overrides), source="keyword arguments")
         return cls.from_mapping(layers)
 
@@ -174,7 +202,9 @@ class GuardConfig:
         kwargs: dict[str, Any] = {}
         for section, values in data.items():
             if section not in SECTIONS:
-                raise ConfigError(section, values, f"unknown section; allowed: {', '.join(SECTIONS)}")
+                raise ConfigError(
+                    section, values, f"unknown section; allowed: {', '.join(SECTIONS)}"
+                )
             attr, policy_cls = SECTIONS[section]
             if not isinstance(values, Mapping):
                 raise ConfigError(section, values, "a JSON object of settings")
@@ -182,7 +212,11 @@ class GuardConfig:
             clean: dict[str, Any] = {}
             for key, value in values.items():
                 if key not in names:
-                    raise ConfigError(f"{section}.{key}", value, f"unknown key; allowed: {', '.join(sorted(names))}")
+                    raise ConfigError(
+                        f"{section}.{key}",
+                        value,
+                        f"unknown key; allowed: {', '.join(sorted(names))}",
+                    )
                 if key == "quote_assets" and isinstance(value, list):
                     value = tuple(value)
                 clean[key] = value
@@ -209,41 +243,87 @@ def _field_type(cls: type, name: str) -> Any:
 
 
 def _validate(key: str, value: object, expected: Any) -> None:
+    """Refuse a setting of the wrong type or out of range, naming what is allowed."""
     optional = type(None) in typing.get_args(expected)
     if value is None:
         if optional:
             return
         raise ConfigError(key, value, "a value is required")
-    base = next((t for t in typing.get_args(expected) if t is not type(None)), expected) if optional else expected
+    base = (
+        next((t for t in typing.get_args(expected) if t is not type(None)), expected)
+        if optional
+        else expected
+    )
     name = key.rsplit(".", 1)[1]
-    if base is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, value, "true or false")
-    elif base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, value, "a whole number")
-        if value < (1 if name in _POSITIVE else 0):
-            raise ConfigError(key, value, "at least 1" if name in _POSITIVE else "zero or more")
-    elif base is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, value, "a number")
-        if not math.isfinite(value):
-            raise ConfigError(key, value, "a finite number (not NaN or infinity)")
-        if value < 0 or (name in _POSITIVE and value == 0):
-            raise ConfigError(key, value, "greater than zero" if name in _POSITIVE else "zero or more")
-        if name == "value_tolerance" and value >= 1:
-            raise ConfigError(key, value, "a fraction below 1 (0.25 = 25%)")
-    elif base is str:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(key, value, "a non-empty string")
-        if name == "schedule" and not SCHEDULE_PATTERN.match(value.strip().lower()):
-            raise ConfigError(key, value, "off, daily, hourly, or an interval like 'every 30m' (s, m, h, d)")
-        if name == "store_url" and not STORE_URL_PATTERN.match(value):
-            raise ConfigError(key, redact(value), "a redis://, rediss:// or unix:// URL (leave it unset for JSON files)")
-        if name == "store_prefix" and not STORE_PREFIX_PATTERN.match(value):
-            raise ConfigError(key, value, "1-64 characters of letters, digits and _ . : -")
-    elif typing.get_origin(base) is tuple and (not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value)):
+    check = _CHECKS.get(base)
+    if check is not None:
+        check(key, name, value)
+    elif typing.get_origin(base) is tuple:
+        _check_strings(key, value)
+
+
+def _check_bool(key: str, name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+
+
+def _check_int(key: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, value, "a whole number")
+    if value < (1 if name in _POSITIVE else 0):
+        raise ConfigError(key, value, "at least 1" if name in _POSITIVE else "zero or more")
+
+
+def _check_float(key: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, value, "a number")
+    if not math.isfinite(value):
+        raise ConfigError(key, value, "a finite number (not NaN or infinity)")
+    if value < 0 or (name in _POSITIVE and value == 0):
+        raise ConfigError(key, value, "greater than zero" if name in _POSITIVE else "zero or more")
+    if name == "value_tolerance" and value >= 1:
+        raise ConfigError(key, value, "a fraction below 1 (0.25 = 25%)")
+
+
+# settings whose text must match a pattern: (pattern, what is allowed, masked when shown)
+_TEXT_RULES: Mapping[str, tuple[re.Pattern[str], str, bool]] = {
+    "schedule": (
+        SCHEDULE_PATTERN,
+        "off, daily, hourly, or an interval like 'every 30m' (s, m, h, d)",
+        False,
+    ),
+    "store_url": (
+        STORE_URL_PATTERN,
+        "a redis://, rediss:// or unix:// URL (leave it unset for JSON files)",
+        True,
+    ),
+    "store_prefix": (STORE_PREFIX_PATTERN, "1-64 characters of letters, digits and _ . : -", False),
+}
+
+
+def _check_str(key: str, name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, value, "a non-empty string")
+    rule = _TEXT_RULES.get(name)
+    if rule is None:
+        return
+    pattern, allowed, masked = rule
+    text = value.strip().lower() if name == "schedule" else value
+    if not pattern.match(text):
+        raise ConfigError(key, redact(value) if masked else value, allowed)
+
+
+def _check_strings(key: str, value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(key, value, "a list of non-empty strings")
+
+
+_CHECKS: Mapping[Any, Any] = {
+    bool: _check_bool,
+    int: _check_int,
+    float: _check_float,
+    str: _check_str,
+}
 
 
 def _from_env(var: str, raw: str, expected: Any) -> Any:
@@ -294,13 +374,23 @@ def _normalise_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, An
                 out.setdefault(section, {}).update(value)
                 continue
             _attr, cls = SECTIONS[section]
-            if isinstance(value, cls) and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if (
+                isinstance(value, cls)
+                and dataclasses.is_dataclass(value)
+                and not isinstance(value, type)
+            ):
                 out.setdefault(section, {}).update(dataclasses.asdict(value))
                 continue
             raise ConfigError(key, value, f"a mapping of {section} settings")
-        owners = [s for s, (_a, cls) in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        owners = [
+            s
+            for s, (_a, cls) in SECTIONS.items()
+            if key in {f.name for f in dataclasses.fields(cls)}
+        ]
         if len(owners) != 1:
-            allowed = "name the section, e.g. dust={'dry_run': True}" if owners else "unknown setting"
+            allowed = (
+                "name the section, e.g. dust={'dry_run': True}" if owners else "unknown setting"
+            )
             raise ConfigError(key, value, allowed)
         out.setdefault(owners[0], {})[key] = value
     return out
@@ -309,7 +399,9 @@ def _normalise_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, An
 def _merge(layers: dict[str, dict[str, Any]], data: Mapping[str, Any], *, source: str) -> None:
     for section, values in data.items():
         if section not in SECTIONS:
-            raise ConfigError(section, values, f"unknown section in {source}; allowed: {', '.join(SECTIONS)}")
+            raise ConfigError(
+                section, values, f"unknown section in {source}; allowed: {', '.join(SECTIONS)}"
+            )
         if not isinstance(values, Mapping):
             raise ConfigError(section, values, f"a JSON object of settings in {source}")
         layers.setdefault(section, {}).update(values)

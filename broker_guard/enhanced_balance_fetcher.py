@@ -15,18 +15,29 @@ from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.state.select import store_from_config
 
 
-def _build_fetcher(max_attempts: int | None = None, base_delay: float | None = None) -> EnhancedBalanceFetcher:
-    balance: dict[str, Any] = {k: v for k, v in (("max_attempts", max_attempts), ("base_delay", base_delay)) if v is not None}
+def _build_fetcher(
+    max_attempts: int | None = None, base_delay: float | None = None
+) -> EnhancedBalanceFetcher:
+    balance: dict[str, Any] = {
+        k: v
+        for k, v in (("max_attempts", max_attempts), ("base_delay", base_delay))
+        if v is not None
+    }
     config = GuardConfig.load(balance=balance)
     store = store_from_config(config)
     return EnhancedBalanceFetcher(config.balance, store=store, account=config.guard.account)
 
 
-_factory: SingletonFactory[EnhancedBalanceFetcher] = SingletonFactory("get_enhanced_balance_fetcher", _build_fetcher)
+_factory: SingletonFactory[EnhancedBalanceFetcher] = SingletonFactory(
+    "get_enhanced_balance_fetcher", _build_fetcher
+)
 
 
-def get_enhanced_balance_fetcher(max_attempts: int | None = None, base_delay: float | None = None) -> EnhancedBalanceFetcher:
-    """The process's shared fetcher (seed API). A later call with different arguments raises ConfigError."""
+def get_enhanced_balance_fetcher(
+    max_attempts: int | None = None, base_delay: float | None = None
+) -> EnhancedBalanceFetcher:
+    """The process's shared fetcher (seed API). A later call with different arguments raises
+    ConfigError."""
     return _factory.get(max_attempts=max_attempts, base_delay=base_delay)
 
 
@@ -35,4 +46,8 @@ def reset_enhanced_balance_fetcher() -> None:
     _factory.reset()
 
 
-__all__ = ["EnhancedBalanceFetcher", "get_enhanced_balance_fetcher", "reset_enhanced_balance_fetcher"]
+__all__ = [
+    "EnhancedBalanceFetcher",
+    "get_enhanced_balance_fetcher",
+    "reset_enhanced_balance_fetcher",
+]

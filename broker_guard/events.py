@@ -1,4 +1,5 @@
-"""Events the guard reports to an ``on_event`` hook: retry, fallback, freeze, unfreeze, probe, refusal."""
+"""Events the guard reports to an ``on_event`` hook: retry, fallback, freeze, unfreeze, probe,
+refusal."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ log = redact_logger("broker_guard.events")
 
 @dataclass(frozen=True)
 class GuardEvent:
-    kind: str  # retry | fallback | balance_unavailable | failure | freeze | unfreeze | probe | refused | liquidation
+    # retry | fallback | balance_unavailable | failure | freeze | unfreeze | probe | refused |
+    # liquidation
+    kind: str
     at: float  # epoch seconds, UTC
     symbol: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -29,4 +32,6 @@ def emit(hook: EventHook | None, event: GuardEvent) -> None:
     try:
         hook(event)
     except Exception:
-        log.exception("on_event hook failed for a %s event; the guarded call is unaffected", event.kind)
+        log.exception(
+            "on_event hook failed for a %s event; the guarded call is unaffected", event.kind
+        )

@@ -60,7 +60,8 @@ class GuardedBroker(BrokerProxy):
         return ctx.run(lambda: scan(ctx, threshold)[1])
 
     def dust(self, dry_run: bool | None = None, threshold_usd: float | None = None) -> Any:
-        """Close every dust position at the broker (``config.dust``: threshold, dry-run, per-run cap)."""
+        """Close every dust position at the broker (``config.dust``: threshold, dry-run, per-run
+        cap)."""
         ctx = self.guard_context
         return ctx.run(lambda: dust_pass(ctx, dry_run, threshold_usd))
 
@@ -70,19 +71,26 @@ class GuardedBroker(BrokerProxy):
         minimum_position_usd: float | None = None,
         consolidation_threshold_usd: float | None = None,
     ) -> Any:
-        """Close positions below the minimum, flag consolidation candidates; dry-run unless told otherwise.
+        """Close positions below the minimum, flag consolidation candidates; dry-run unless told
+        otherwise.
 
         Returns the result dict; for an async broker, an awaitable of it (as do
         ``dust``, ``valued_positions`` and ``find_dust``).
         """
         ctx = self.guard_context
-        return ctx.run(lambda: normalize_pass(ctx, dry_run, minimum_position_usd, consolidation_threshold_usd))
+        return ctx.run(
+            lambda: normalize_pass(ctx, dry_run, minimum_position_usd, consolidation_threshold_usd)
+        )
 
     def start_maintenance(self, **kwargs: Any) -> Maintenance:
-        """Start the background thread that runs scheduled dust cleanup and startup normalization."""
+        """Start the background thread that runs scheduled dust cleanup and startup
+        normalization."""
         ctx = self.guard_context
         if ctx.is_async:
-            raise TypeError("the maintenance thread is for sync brokers; with an async broker, await guard.dust() in your own loop")
+            raise TypeError(
+                "the maintenance thread is for sync brokers; with an async broker, await "
+                "guard.dust() in your own loop"
+            )
         if self._self_maintenance is None:
             self._self_maintenance = Maintenance(ctx, **kwargs)
         self._self_maintenance.start()

@@ -36,7 +36,9 @@ class PaperRateLimitError(PaperBrokerError):
 
     status_code = 429
 
-    def __init__(self, message: str = "rate limit exceeded", retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str = "rate limit exceeded", retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -82,8 +84,12 @@ class PaperBroker:
     ) -> None:
         self.account_id = account_id
         self.cash = float(cash)
-        self.prices: dict[str, float] = {canonical_symbol(s): float(p) for s, p in (prices or {}).items()}
-        self.holdings: dict[str, float] = {base_asset(s): float(q) for s, q in (positions or {}).items()}
+        self.prices: dict[str, float] = {
+            canonical_symbol(s): float(p) for s, p in (prices or {}).items()
+        }
+        self.holdings: dict[str, float] = {
+            base_asset(s): float(q) for s, q in (positions or {}).items()
+        }
         self.min_trade_usd = min_trade_usd
         self.failure_rate = failure_rate
         self.latency = latency
@@ -98,13 +104,18 @@ class PaperBroker:
 
     # -- fault injection -----------------------------------------------------------------------
 
-    def fail_next(self, method: str, count: int = 1, error: str | BaseException = "network") -> None:
-        """The next ``count`` calls of ``method`` raise ``error`` (a FAULTS name or an exception)."""
+    def fail_next(
+        self, method: str, count: int = 1, error: str | BaseException = "network"
+    ) -> None:
+        """The next ``count`` calls of ``method`` raise ``error`` (a FAULTS name or an
+        exception)."""
         if not hasattr(self, method):
             raise ValueError(f"PaperBroker has no method {method!r}")
         with self._lock:
             for _ in range(count):
-                self._scheduled.setdefault(method, []).append(FAULTS[error](method) if isinstance(error, str) else error)
+                self._scheduled.setdefault(method, []).append(
+                    FAULTS[error](method) if isinstance(error, str) else error
+                )
 
     def delist(self, symbol: str) -> None:
         """Every later price call for ``symbol`` fails, like a delisted coin (AUT-USD)."""
@@ -147,10 +158,15 @@ class PaperBroker:
     def get_positions(self) -> list[dict[str, Any]]:
         self._enter("get_positions")
         with self._lock:
-            return [{"symbol": f"{asset}-USD", "quantity": qty, "currency": asset} for asset, qty in self.holdings.items() if qty != 0]
+            return [
+                {"symbol": f"{asset}-USD", "quantity": qty, "currency": asset}
+                for asset, qty in self.holdings.items()
+                if qty != 0
+            ]
 
     def get_position(self, symbol: str) -> dict[str, Any] | None:
-        """One holding, or None: lets a liquidation re-read a quantity without listing everything."""
+        """One holding, or None: lets a liquidation re-read a quantity without listing
+        everything."""
         self._enter("get_position")
         asset = base_asset(symbol)
         with self._lock:
@@ -158,7 +174,12 @@ class PaperBroker:
         return None if not qty else {"symbol": f"{asset}-USD", "quantity": qty, "currency": asset}
 
     def place_market_order(
-        self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False
+        self,
+        symbol: str,
+        side: str,
+        quantity: float,
+        force_liquidate: bool = False,
+        ignore_min_trade: bool = False,
     ) -> dict[str, Any]:
         self._enter("place_market_order")
         canon = canonical_symbol(symbol)
@@ -172,7 +193,9 @@ class PaperBroker:
         price = self.prices[canon]
         notional = price * quantity
         if notional < self.min_trade_usd and not (force_liquidate or ignore_min_trade):
-            raise PaperOrderError(f"order value ${notional:.4f} below minimum trade size ${self.min_trade_usd:.2f}")
+            raise PaperOrderError(
+                f"order value ${notional:.4f} below minimum trade size ${self.min_trade_usd:.2f}"
+            )
         asset = base_asset(symbol)
         with self._lock:
             held = self.holdings.get(asset, 0.0)
@@ -200,4 +223,6 @@ class PaperBroker:
     def close_position(self, symbol: str, quantity: float | None = None) -> dict[str, Any]:
         """Sell the whole holding (or ``quantity``), bypassing the minimum trade size."""
         held = self.holdings.get(base_asset(symbol), 0.0)
-        return self.place_market_order(symbol, "sell", held if quantity is None else quantity, force_liquidate=True)
+        return self.place_market_order(
+            symbol, "sell", held if quantity is None else quantity, force_liquidate=True
+        )

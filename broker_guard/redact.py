@@ -19,9 +19,12 @@ _PAIR = re.compile(
     (?P<value>[^\s"'&,;}}\])]+)
     """
 )
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")  # redis://user:password@host
+# redis://user:password@host
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_HEADER = re.compile(r"(?i)\b(x-[a-z-]*(?:key|sign|signature|passphrase|token)[a-z-]*)\s*[:=]\s*\S+")
+_HEADER = re.compile(
+    r"(?i)\b(x-[a-z-]*(?:key|sign|signature|passphrase|token)[a-z-]*)\s*[:=]\s*\S+"
+)
 MASK = "***"
 # shorter values are not masked by value: masking "test" everywhere would rewrite symbols and state
 MIN_SECRET_CHARS = 8
@@ -34,7 +37,10 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     wherever they appear, even without a telling key name around them.
     """
     out = str(text)
-    for secret in (*secrets, *_known):  # and every credential a guard in this process was built with
+    for secret in (
+        *secrets,
+        *_known,
+    ):  # and every credential a guard in this process was built with
         if secret and len(secret) >= MIN_SECRET_CHARS:
             out = out.replace(secret, MASK)
     out = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", out)
@@ -43,11 +49,22 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     return _PAIR.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", out)
 
 
-_SECRET_ATTRS = ("apiKey", "api_key", "secret", "api_secret", "password", "passphrase", "token", "uid", "privateKey")
+_SECRET_ATTRS = (
+    "apiKey",
+    "api_key",
+    "secret",
+    "api_secret",
+    "password",
+    "passphrase",
+    "token",
+    "uid",
+    "privateKey",
+)
 
 
 def secrets_of(obj: object) -> tuple[str, ...]:
-    """Credential values held by a broker object (ccxt's ``apiKey``/``secret``/``password``, ...)."""
+    """Credential values held by a broker object (ccxt's ``apiKey``/``secret``/``password``,
+    ...)."""
     found = []
     for name in _SECRET_ATTRS:
         try:
@@ -86,7 +103,8 @@ _FILTER = RedactingFilter()
 
 
 def logger(name: str) -> logging.Logger:
-    """``logging.getLogger(name)`` with the redacting filter: how every module of the package gets its logger."""
+    """``logging.getLogger(name)`` with the redacting filter: how every module of the package gets
+    its logger."""
     log = logging.getLogger(name)
     if _FILTER not in log.filters:
         log.addFilter(_FILTER)

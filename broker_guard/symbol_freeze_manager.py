@@ -16,27 +16,42 @@ from broker_guard.state.select import store_from_config
 
 
 def _build_manager(
-    failure_threshold: int | None = None, cooldown_hours: float | None = None, data_dir: str | None = None
+    failure_threshold: int | None = None,
+    cooldown_hours: float | None = None,
+    data_dir: str | None = None,
 ) -> SymbolFreezeManager:
     overrides: dict[str, Any] = {}
-    freeze = {k: v for k, v in (("failure_threshold", failure_threshold), ("cooldown_hours", cooldown_hours)) if v is not None}
+    freeze = {
+        k: v
+        for k, v in (("failure_threshold", failure_threshold), ("cooldown_hours", cooldown_hours))
+        if v is not None
+    }
     if freeze:
         overrides["freeze"] = freeze
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
     config = GuardConfig.load(**overrides)
     store = store_from_config(config)
-    return SymbolFreezeManager(config.freeze, store=store, refresh_interval=config.guard.refresh_interval_seconds)
+    return SymbolFreezeManager(
+        config.freeze, store=store, refresh_interval=config.guard.refresh_interval_seconds
+    )
 
 
-_factory: SingletonFactory[SymbolFreezeManager] = SingletonFactory("get_symbol_freeze_manager", _build_manager)
+_factory: SingletonFactory[SymbolFreezeManager] = SingletonFactory(
+    "get_symbol_freeze_manager", _build_manager
+)
 
 
 def get_symbol_freeze_manager(
-    failure_threshold: int | None = None, cooldown_hours: float | None = None, data_dir: str | None = None
+    failure_threshold: int | None = None,
+    cooldown_hours: float | None = None,
+    data_dir: str | None = None,
 ) -> SymbolFreezeManager:
-    """The process's shared manager (seed API). A later call with different arguments raises ConfigError."""
-    return _factory.get(failure_threshold=failure_threshold, cooldown_hours=cooldown_hours, data_dir=data_dir)
+    """The process's shared manager (seed API). A later call with different arguments raises
+    ConfigError."""
+    return _factory.get(
+        failure_threshold=failure_threshold, cooldown_hours=cooldown_hours, data_dir=data_dir
+    )
 
 
 def reset_symbol_freeze_manager() -> None:
@@ -44,4 +59,9 @@ def reset_symbol_freeze_manager() -> None:
     _factory.reset()
 
 
-__all__ = ["FrozenSymbol", "SymbolFreezeManager", "get_symbol_freeze_manager", "reset_symbol_freeze_manager"]
+__all__ = [
+    "FrozenSymbol",
+    "SymbolFreezeManager",
+    "get_symbol_freeze_manager",
+    "reset_symbol_freeze_manager",
+]

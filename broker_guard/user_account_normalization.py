@@ -33,15 +33,27 @@ def run_normalization_pass(
     ``actions_executed``, ``total_value_cleaned``...) and per account under ``accounts``.
     """
     base = config or GuardConfig.load()
-    plan = NormalizationPlan.resolve(base.normalization, minimum_position_usd, consolidation_threshold_usd, close_consolidation_candidates)
+    plan = NormalizationPlan.resolve(
+        base.normalization,
+        minimum_position_usd,
+        consolidation_threshold_usd,
+        close_consolidation_candidates,
+    )
     checked = base.replace(
-        normalization={"minimum_position_usd": plan.minimum, "consolidation_threshold_usd": max(plan.consolidation, plan.minimum)}
+        normalization={
+            "minimum_position_usd": plan.minimum,
+            "consolidation_threshold_usd": max(plan.consolidation, plan.minimum),
+        }
     )
     brokers: Mapping[str, object] = broker if isinstance(broker, Mapping) else {"": broker}
     accounts = {}
     for name, one in brokers.items():
         account_config = checked.replace(guard={"account": name}) if name else checked
-        guard = one if isinstance(one, GuardedBroker) else GuardedBroker(one, account_config, store=store)
+        guard = (
+            one
+            if isinstance(one, GuardedBroker)
+            else GuardedBroker(one, account_config, store=store)
+        )
         accounts[name or guard.account] = guard.guard_context
     return normalize_accounts(accounts, plan, dry_run)
 

@@ -43,7 +43,9 @@ def main() -> None:
     config = GuardConfig.load(env={}, data_dir=tempfile.mkdtemp(prefix="broker-guard-example-"))
     guarded = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)
 
-    print(f"\n1. Drop-in: {guarded.describe()}; isinstance MyBroker: {isinstance(guarded, MyBroker)}")
+    print(
+        f"\n1. Drop-in: {guarded.describe()}; isinstance MyBroker: {isinstance(guarded, MyBroker)}"
+    )
 
     print("\n2. Two network errors, then success (waits 2s, 4s):")
     broker.balance_failures = 2
@@ -55,7 +57,9 @@ def main() -> None:
     print(f"   balance = {guarded.get_account_balance():.2f}")
     broker.balance_failures = 0
 
-    print("\n4. A delisted symbol fails three times and is frozen; entries are refused, exits pass:")
+    print(
+        "\n4. A delisted symbol fails three times and is frozen; entries are refused, exits pass:"
+    )
     for _ in range(3):
         try:
             guarded.get_current_price("AUTX-USD")
@@ -66,7 +70,10 @@ def main() -> None:
     except SymbolFrozenError as exc:
         print(f"   buy refused: {exc}")
     print(f"   sell allowed: {guarded.place_market_order('AUTX-USD', 'sell', 1.0)['status']}")
-    print(f"\n5. health: {guarded.health()['alerts'] or 'no alerts'}; frozen: {guarded.health()['frozen_symbols']}")
+    print(
+        f"\n5. health: {guarded.health()['alerts'] or 'no alerts'}; frozen: "
+        f"{guarded.health()['frozen_symbols']}"
+    )
 
 
 if __name__ == "__main__":

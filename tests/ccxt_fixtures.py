@@ -1,4 +1,5 @@
-"""Recorded-shape answers of Binance (spot) and Kraken for the ccxt tests: markets, tickers, balances, orders, errors.
+"""Recorded-shape answers of Binance (spot) and Kraken for the ccxt tests: markets, tickers,
+balances, orders, errors.
 
 Shapes follow the exchanges' public API documentation; the numbers are made up.
 Each exchange has a tradable BTC, ETH and DOGE market, a SHIB (Binance) or
@@ -21,10 +22,15 @@ _ids = itertools.count(1000)
 
 BINANCE_INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
 BINANCE_BAD_KEY = {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
-BINANCE_RATE_LIMIT = {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
+BINANCE_RATE_LIMIT = {
+    "code": -1003,
+    "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE.",
+}
 
 
-def _binance_market(base: str, step: str, min_qty: str, tick: str, min_notional: str = "5.00000000") -> dict[str, Any]:
+def _binance_market(
+    base: str, step: str, min_qty: str, tick: str, min_notional: str = "5.00000000"
+) -> dict[str, Any]:
     return {
         "symbol": f"{base}USDT",
         "status": "TRADING",
@@ -44,9 +50,24 @@ def _binance_market(base: str, step: str, min_qty: str, tick: str, min_notional:
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000", "tickSize": tick},
-            {"filterType": "LOT_SIZE", "minQty": min_qty, "maxQty": "9000000000.00000000", "stepSize": step},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100000000.00000000", "stepSize": "0.00000000"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": tick,
+                "maxPrice": "1000000.00000000",
+                "tickSize": tick,
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": min_qty,
+                "maxQty": "9000000000.00000000",
+                "stepSize": step,
+            },
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": "0.00000000",
+                "maxQty": "100000000.00000000",
+                "stepSize": "0.00000000",
+            },
             {
                 "filterType": "NOTIONAL",
                 "minNotional": min_notional,
@@ -66,7 +87,9 @@ def _binance_market(base: str, step: str, min_qty: str, tick: str, min_notional:
 BINANCE_MARKETS = {
     "timezone": "UTC",
     "serverTime": 1764000000000,
-    "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
+    "rateLimits": [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}
+    ],
     "exchangeFilters": [],
     "symbols": [
         _binance_market("BTC", "0.00001000", "0.00001000", "0.01000000"),
@@ -136,7 +159,10 @@ def binance_account(holdings: dict[str, tuple[str, str]]) -> Any:
             "preventSor": False,
             "updateTime": 1764000000000,
             "accountType": "SPOT",
-            "balances": [{"asset": a, "free": free, "locked": locked} for a, (free, locked) in holdings.items()],
+            "balances": [
+                {"asset": a, "free": free, "locked": locked}
+                for a, (free, locked) in holdings.items()
+            ],
             "permissions": ["SPOT"],
             "uid": 354937868,
         }
@@ -184,7 +210,10 @@ def binance_server(holdings: dict[str, tuple[str, str]]) -> ExchangeServer:
     return ExchangeServer(
         {
             ("GET", "/api/v3/exchangeInfo"): (200, BINANCE_MARKETS),
-            ("GET", "/sapi/v1/margin/allPairs"): (200, []),  # ccxt asks for margin pairs when keys are set
+            ("GET", "/sapi/v1/margin/allPairs"): (
+                200,
+                [],
+            ),  # ccxt asks for margin pairs when keys are set
             ("GET", "/sapi/v1/margin/isolated/allPairs"): (200, []),
             ("GET", "/api/v3/ticker/24hr"): binance_ticker,
             ("GET", "/api/v3/account"): binance_account(holdings),
@@ -204,7 +233,8 @@ KRAKEN_ASSETS = {
     "ZUSD": ("USD", 4, 2),
     "OLD": ("OLD", 8, 4),
 }
-KRAKEN_PAIRS = {  # pair id: (altname, base id, quote id, lot decimals, pair decimals, ordermin, costmin)
+# pair id: (altname, base id, quote id, lot decimals, pair decimals, ordermin, costmin)
+KRAKEN_PAIRS = {
     "XXBTZUSD": ("XBTUSD", "XXBT", "ZUSD", 8, 1, "0.00005", "0.5"),
     "XETHZUSD": ("ETHUSD", "XETH", "ZUSD", 8, 2, "0.0001", "0.5"),
     "XDGUSD": ("XDGUSD", "XXDG", "ZUSD", 8, 7, "50", "0.5"),
@@ -243,7 +273,13 @@ def _kraken_pair(pair: str) -> dict[str, Any]:
 
 def kraken_assets(request: Request) -> Answer:
     result = {
-        key: {"aclass": "currency", "altname": alt, "decimals": d, "display_decimals": dd, "status": "enabled"}
+        key: {
+            "aclass": "currency",
+            "altname": alt,
+            "decimals": d,
+            "display_decimals": dd,
+            "status": "enabled",
+        }
         for key, (alt, d, dd) in KRAKEN_ASSETS.items()
     }
     return 200, {"error": [], "result": result}
@@ -280,7 +316,13 @@ def kraken_balance(holdings: dict[str, str]) -> Any:
     def balance(request: Request) -> Answer:
         if "API-Sign" not in request.headers:
             return 200, KRAKEN_BAD_KEY
-        return 200, {"error": [], "result": {asset: {"balance": amount, "hold_trade": "0.0000"} for asset, amount in holdings.items()}}
+        return 200, {
+            "error": [],
+            "result": {
+                asset: {"balance": amount, "hold_trade": "0.0000"}
+                for asset, amount in holdings.items()
+            },
+        }
 
     return balance
 

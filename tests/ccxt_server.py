@@ -21,8 +21,16 @@ Route = Callable[["Request"], Answer]
 
 
 class Request:
-    def __init__(self, method: str, path: str, query: dict[str, str], body: str, headers: dict[str, str]) -> None:
-        self.method, self.path, self.query, self.body, self.headers = method, path, query, body, headers
+    def __init__(
+        self, method: str, path: str, query: dict[str, str], body: str, headers: dict[str, str]
+    ) -> None:
+        self.method, self.path, self.query, self.body, self.headers = (
+            method,
+            path,
+            query,
+            body,
+            headers,
+        )
 
     @property
     def form(self) -> dict[str, str]:
@@ -45,7 +53,9 @@ class ExchangeServer:
                 query = {k: v[-1] for k, v in parse_qs(split.query).items()}
                 request = Request(self.command, split.path, query, body, dict(self.headers))
                 status, payload = server.answer(request)
-                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                data = (
+                    payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -71,7 +81,9 @@ class ExchangeServer:
                 return queued.pop(0)
         route = self.routes.get((request.method, request.path))
         if route is None:
-            return 404, {"error": f"no route for {request.method} {request.path} in the test server"}
+            return 404, {
+                "error": f"no route for {request.method} {request.path} in the test server"
+            }
         return route(request) if callable(route) else route
 
     def fail(self, path: str, status: int, body: Any, times: int = 1) -> None:

@@ -14,11 +14,27 @@ from broker_guard.config import CONFIG_PATH_ENV, ENV_VARS
 from broker_guard.enhanced_balance_fetcher import reset_enhanced_balance_fetcher
 from broker_guard.symbol_freeze_manager import reset_symbol_freeze_manager
 
-settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-settings.register_profile("full", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "full",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 settings.load_profile("full" if os.environ.get("BROKER_GUARD_FULL") else "ci")
 
-SEED_PRICES = {"ETH-USD": 2500.0, "DOGE-USD": 0.15, "BTC-USD": 50_000.0, "SOL-USD": 100.0, "ADA-USD": 0.5}
+SEED_PRICES = {
+    "ETH-USD": 2500.0,
+    "DOGE-USD": 0.15,
+    "BTC-USD": 50_000.0,
+    "SOL-USD": 100.0,
+    "ADA-USD": 0.5,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +85,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     if redis_server_binary() is None:
         if redis_required():
-            pytest.fail("redis-server is required (BROKER_GUARD_REQUIRE_REDIS is set) but not installed")
+            pytest.fail(
+                "redis-server is required (BROKER_GUARD_REQUIRE_REDIS is set) but not installed"
+            )
         pytest.skip("redis-server is not installed: apt-get install redis-server (CI installs it)")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -79,7 +97,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def redis_prefix(request: pytest.FixtureRequest) -> str:
-    """A key prefix of this test's own, so tests sharing the session's server never see each other."""
+    """A key prefix of this test's own, so tests sharing the session's server never see each
+    other."""
     import uuid
 
     return f"t{uuid.uuid4().hex[:12]}"
@@ -87,7 +106,8 @@ def redis_prefix(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_redis_store(redis_server: Any, redis_prefix: str) -> Iterator[Callable[..., Any]]:
-    """Build RedisStores on the session server (same prefix unless told); each is closed after the test."""
+    """Build RedisStores on the session server (same prefix unless told); each is closed after the
+    test."""
     from broker_guard import RedisStore
 
     made: list[RedisStore] = []

@@ -8,7 +8,8 @@ import pytest
 
 
 def fail_price_calls(guard: Any, symbol: str, times: int = 3) -> None:
-    """``times`` price calls on a symbol the paper broker has delisted, each failing with its own error."""
+    """``times`` price calls on a symbol the paper broker has delisted, each failing with its own
+    error."""
     for _ in range(times):
         with pytest.raises(Exception, match="Price not available"):
             guard.get_current_price(symbol)

@@ -1,4 +1,5 @@
-"""A real redis-server for the tests: started on a free loopback port, stopped and restarted on demand.
+"""A real redis-server for the tests: started on a free loopback port, stopped and restarted on
+demand.
 
 Readiness is read from the server's own log line, not waited for with a
 sleep. Data is kept in an append-only file fsynced on every write, so a
@@ -16,7 +17,9 @@ import time
 from pathlib import Path
 
 READY = "Ready to accept connections"
-REQUIRE_ENV = "BROKER_GUARD_REQUIRE_REDIS"  # set by .ci/run: a missing redis-server fails instead of skipping
+REQUIRE_ENV = (
+    "BROKER_GUARD_REQUIRE_REDIS"  # set by .ci/run: a missing redis-server fails instead of skipping
+)
 
 
 def redis_server_binary() -> str | None:
@@ -38,7 +41,9 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.port = port or free_port()
-        self.durable = durable  # AOF fsynced on every write (a restart keeps everything); else Redis's defaults, no snapshots
+        # AOF fsynced on every write (a restart keeps everything); else Redis's defaults, no
+        # snapshots
+        self.durable = durable
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -47,13 +52,24 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+        ]
         args += ["--save", "", "--daemonize", "no", "--logfile", ""]
         if self.durable:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0
+        )
         assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()  # raw reads: a buffered reader would hide lines from select()
+        # raw reads: a buffered reader would hide lines from select()
+        fd = self.process.stdout.fileno()
         seen = b""
         deadline = time.monotonic() + timeout
         while READY.encode() not in seen and time.monotonic() < deadline:
@@ -65,10 +81,14 @@ class RedisServer:
         if READY.encode() in seen:
             return
         self.stop()
-        raise RuntimeError(f"redis-server on port {self.port} did not start:\n{seen[-3000:].decode(errors='replace')}")
+        raise RuntimeError(
+            f"redis-server on port {self.port} did not "
+            f"start:\n{seen[-3000:].decode(errors='replace')}"
+        )
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, as an operator's restart does); clients see connections refused."""
+        """Stop the server (SIGTERM, as an operator's restart does); clients see connections
+        refused."""
         if self.process is None:
             return
         self.process.terminate()

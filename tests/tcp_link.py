@@ -1,4 +1,5 @@
-"""A TCP link to a real server that a test can cut and heal: a network partition without stopping the server.
+"""A TCP link to a real server that a test can cut and heal: a network partition without stopping
+the server.
 
 ``cut()`` closes every open connection and refuses new ones at once (the
 client sees its connection closed, as after a partition or a proxy restart);

@@ -28,7 +28,13 @@ from ccxt_fixtures import (  # noqa: E402
 )
 from ccxt_server import ExchangeServer  # noqa: E402
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, MemoryStore, SymbolFrozenError  # noqa: E402
+from broker_guard import (  # noqa: E402
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    MemoryStore,
+    SymbolFrozenError,
+)
 from broker_guard.guard.profiles import CCXT  # noqa: E402
 
 API_KEY = "AKIAKEYDONOTLEAK123456"
@@ -87,10 +93,15 @@ def make_exchange(venue: Venue, is_async: bool) -> tuple[Any, ExchangeServer]:
         }
         server = binance_server(holdings)
         options = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
-        exchange = module.binance({"apiKey": API_KEY, "secret": SECRET, "options": options, "enableRateLimit": False})
+        exchange = module.binance(
+            {"apiKey": API_KEY, "secret": SECRET, "options": options, "enableRateLimit": False}
+        )
     else:
-        server = kraken_server({"ZUSD": "100.0", "XXBT": "0.01", "XETH": "0.0003", "XXDG": "3", "OLD": "5"})
-        exchange = module.kraken({"apiKey": API_KEY, "secret": SECRET, "enableRateLimit": False})  # ccxt's own throttle sleeps for real
+        server = kraken_server(
+            {"ZUSD": "100.0", "XXBT": "0.01", "XETH": "0.0003", "XXDG": "3", "OLD": "5"}
+        )
+        # ccxt's own throttle sleeps for real
+        exchange = module.kraken({"apiKey": API_KEY, "secret": SECRET, "enableRateLimit": False})
     return server.point(exchange), server
 
 
@@ -102,11 +113,19 @@ Scenario = Callable[[Any, Any, ExchangeServer, Venue, FakeClock], Awaitable[None
 
 
 def run(venue: Venue, is_async: bool, scenario: Scenario, **sections: Any) -> None:
-    """Build the exchange, its server and a guard on an injected clock, then run ``scenario`` in one event loop."""
+    """Build the exchange, its server and a guard on an injected clock, then run ``scenario`` in one
+    event loop."""
     exchange, server = make_exchange(venue, is_async)
     clock = FakeClock()
     config = GuardConfig.load(env={}, **sections)
-    guard = GuardedBroker(exchange, config, store=MemoryStore(), clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep)
+    guard = GuardedBroker(
+        exchange,
+        config,
+        store=MemoryStore(),
+        clock=clock,
+        sleep=clock.sleep,
+        async_sleep=clock.async_sleep,
+    )
 
     async def body() -> None:
         try:
@@ -127,8 +146,12 @@ MODES = pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"]
 
 @VENUES
 @MODES
-def test_ccxt_exchanges_get_the_ccxt_profile_and_prices_pass_through(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+def test_ccxt_exchanges_get_the_ccxt_profile_and_prices_pass_through(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         assert guard.guard_context.profile is CCXT and guard.guard_context.is_async is is_async
         ticker = await maybe(guard.fetch_ticker(venue.symbol("BTC")))
         assert ticker["last"] == 50_000.0
@@ -140,18 +163,24 @@ def test_ccxt_exchanges_get_the_ccxt_profile_and_prices_pass_through(venue: Venu
 
 @VENUES
 @MODES
-def test_balance_retries_network_errors_then_serves_the_whole_last_known_balance(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+def test_balance_retries_network_errors_then_serves_the_whole_last_known_balance(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         good = await maybe(guard.fetch_balance())
         assert good["total"]["BTC"] == 0.01
         server.fail(venue.balance, *venue.unavailable, times=2)
         before = len(server.calls(venue.balance))
         again = await maybe(guard.fetch_balance())
-        assert again["total"]["BTC"] == 0.01 and len(server.calls(venue.balance)) - before == 3  # 2 failures, 1 success
+        # 2 failures, 1 success
+        assert again["total"]["BTC"] == 0.01 and len(server.calls(venue.balance)) - before == 3
         assert len(clock.sleeps) == 2 and clock.sleeps[1] >= 0  # backoff waits, injected
         server.fail(venue.balance, *venue.unavailable, times=10)
         served = await maybe(guard.fetch_balance())
-        assert served["total"] == good["total"] and served["free"] == good["free"]  # the whole dict, as last seen
+        # the whole dict, as last seen
+        assert served["total"] == good["total"] and served["free"] == good["free"]
 
     run(venue, is_async, scenario, balance={"jitter": False})
 
@@ -159,7 +188,9 @@ def test_balance_retries_network_errors_then_serves_the_whole_last_known_balance
 @VENUES
 @MODES
 def test_rate_limits_are_retried_with_backoff(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         server.fail(venue.balance, *venue.rate_limited, times=1)
         balance = await maybe(guard.fetch_balance())
         assert balance["total"]["BTC"] == 0.01 and clock.sleeps == [1.0]
@@ -172,7 +203,9 @@ def test_rate_limits_are_retried_with_backoff(venue: Venue, is_async: bool) -> N
 def test_authentication_errors_are_not_retried_nor_hidden_by_a_fallback(
     venue: Venue, is_async: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         server.fail(venue.balance, *venue.auth_error, times=5)
         with pytest.raises(ccxt.AuthenticationError):
             await maybe(guard.fetch_balance())
@@ -181,16 +214,23 @@ def test_authentication_errors_are_not_retried_nor_hidden_by_a_fallback(
     with caplog.at_level(logging.DEBUG):
         run(venue, is_async, scenario)
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("broker_guard"))
-    assert "not retried" in ours and API_KEY not in ours and SECRET not in ours  # ccxt's own DEBUG lines are its business
+    # ccxt's own DEBUG lines are its business
+    assert "not retried" in ours and API_KEY not in ours and SECRET not in ours
 
 
 @VENUES
 @MODES
-def test_a_delisted_symbol_freezes_after_the_threshold_and_is_then_refused_without_a_request(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+def test_a_delisted_symbol_freezes_after_the_threshold_and_is_then_refused_without_a_request(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         old = venue.symbol("OLD")
         for _ in range(3):
-            with pytest.raises(ccxt.ExchangeError):  # ccxt's own BadSymbol (Binance) / ExchangeError (Kraken)
+            with pytest.raises(
+                ccxt.ExchangeError
+            ):  # ccxt's own BadSymbol (Binance) / ExchangeError (Kraken)
                 await maybe(guard.fetch_ticker(old))
         assert guard.freeze_manager.is_frozen(old)
         sent = len(server.calls(venue.ticker))
@@ -198,7 +238,8 @@ def test_a_delisted_symbol_freezes_after_the_threshold_and_is_then_refused_witho
             await maybe(guard.fetch_ticker(old))
         assert len(server.calls(venue.ticker)) == sent  # refused before ccxt saw it
         tickers = await maybe(guard.fetch_tickers([venue.symbol("BTC"), old]))
-        assert list(tickers) == [venue.symbol("BTC")]  # left out of the call, not the whole call failed
+        # left out of the call, not the whole call failed
+        assert list(tickers) == [venue.symbol("BTC")]
         assert "OLD" not in str(server.calls(venue.ticker)[-1].query)
 
     run(venue, is_async, scenario)
@@ -206,8 +247,12 @@ def test_a_delisted_symbol_freezes_after_the_threshold_and_is_then_refused_witho
 
 @VENUES
 @MODES
-def test_network_errors_on_prices_do_not_count_toward_freezing(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+def test_network_errors_on_prices_do_not_count_toward_freezing(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         server.fail(venue.ticker, *venue.unavailable, times=5)
         for _ in range(5):
             with pytest.raises(ccxt.NetworkError):
@@ -219,8 +264,12 @@ def test_network_errors_on_prices_do_not_count_toward_freezing(venue: Venue, is_
 
 @VENUES
 @MODES
-def test_entries_on_a_frozen_symbol_are_refused_before_the_exchange_and_exits_pass(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+def test_entries_on_a_frozen_symbol_are_refused_before_the_exchange_and_exits_pass(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         doge = venue.symbol("DOGE")
         guard.freeze_manager.freeze(doge, "test")
         with pytest.raises(SymbolFrozenError):
@@ -234,8 +283,12 @@ def test_entries_on_a_frozen_symbol_are_refused_before_the_exchange_and_exits_pa
 
 @VENUES
 @MODES
-def test_dust_reads_spot_balances_and_respects_the_exchanges_minimums(venue: Venue, is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+def test_dust_reads_spot_balances_and_respects_the_exchanges_minimums(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         positions = {p.symbol: p for p in await maybe(guard.valued_positions())}
         assert set(positions) >= {venue.symbol(b) for b in ("BTC", "ETH", "DOGE", "OLD")}
         assert venue.symbol(venue.usd) not in positions  # cash is not a position
@@ -247,26 +300,45 @@ def test_dust_reads_spot_balances_and_respects_the_exchanges_minimums(venue: Ven
         result = await maybe(guard.dust(dry_run=False))
         outcomes = {o.position.symbol: o for o in result.outcomes}
         closed = [s for s, o in outcomes.items() if o.status == "closed"]
-        if venue.name == "binance":  # DOGE $0.45 clears its $0.10 minimum; SHIB $0.50 is under its $1 minimum
+        if (
+            venue.name == "binance"
+        ):  # DOGE $0.45 clears its $0.10 minimum; SHIB $0.50 is under its $1 minimum
             assert closed == ["DOGE/USDT"]
-            assert outcomes["SHIB/USDT"].status == "skipped" and "minimum" in outcomes["SHIB/USDT"].reason
+            assert (
+                outcomes["SHIB/USDT"].status == "skipped"
+                and "minimum" in outcomes["SHIB/USDT"].reason
+            )
             assert server.calls(venue.order)[0].form["quantity"] == "3"
-        else:  # ETH 0.0003 ($0.75) clears Kraken's $0.50 cost minimum; 3 DOGE is under its 50 DOGE order minimum
+        # ETH 0.0003 ($0.75) clears Kraken's $0.50 cost minimum; 3 DOGE is under its 50 DOGE order
+        # minimum
+        else:
             assert closed == ["ETH/USD"]
-            assert outcomes["DOGE/USD"].status == "skipped" and "minimum" in outcomes["DOGE/USD"].reason
+            assert (
+                outcomes["DOGE/USD"].status == "skipped"
+                and "minimum" in outcomes["DOGE/USD"].reason
+            )
             assert server.calls(venue.order)[0].form["volume"] == "0.0003"
         assert len(server.calls(venue.order)) == 1  # nothing else: not BTC, not OLD (unknown value)
-        assert outcomes[venue.symbol("BTC")].status == "kept" and outcomes[venue.symbol("OLD")].status != "closed"
+        assert (
+            outcomes[venue.symbol("BTC")].status == "kept"
+            and outcomes[venue.symbol("OLD")].status != "closed"
+        )
 
     run(venue, is_async, scenario)
 
 
 @MODES
 def test_normalize_closes_under_the_minimum_through_create_order(is_async: bool) -> None:
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         result = await maybe(guard.normalize(dry_run=False, minimum_position_usd=10.0))
         sent = [(r.form or r.query).get("symbol") for r in server.calls(venue.order)]
-        assert sorted(sent) == ["DOGEUSDT", "ETHUSDT"]  # ETH $7.50 and DOGE $0.45; SHIB under the exchange minimum
+        # ETH $7.50 and DOGE $0.45; SHIB under the exchange minimum
+        assert sorted(sent) == [
+            "DOGEUSDT",
+            "ETHUSDT",
+        ]
         assert result["account_errors"] == {}
 
     run(BINANCE, is_async, scenario)
@@ -283,7 +355,9 @@ def test_sync_engine_refuses_to_drive_an_async_exchange_without_await() -> None:
 
 
 @MODES
-def test_the_ccxt_examples_strategy_runs_on_a_guarded_exchange(is_async: bool, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_ccxt_examples_strategy_runs_on_a_guarded_exchange(
+    is_async: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     import importlib.util
     from pathlib import Path
 
@@ -293,9 +367,13 @@ def test_the_ccxt_examples_strategy_runs_on_a_guarded_exchange(is_async: bool, c
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
 
-    async def scenario(exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
         symbols = [venue.symbol("BTC"), venue.symbol("ETH")]
-        await example.async_strategy_tick(guard, symbols) if is_async else example.strategy_tick(guard, symbols)
+        await example.async_strategy_tick(guard, symbols) if is_async else example.strategy_tick(
+            guard, symbols
+        )
 
     run(BINANCE, is_async, scenario)
     out = capsys.readouterr().out

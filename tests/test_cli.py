@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, SymbolFrozenError
+from broker_guard import (
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    JsonFileStore,
+    PaperBroker,
+    SymbolFrozenError,
+)
 from broker_guard.cli import main
 
 
@@ -17,7 +24,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object]:
     return code, json.loads(out) if out.strip() else None
 
 
-def test_freeze_status_unfreeze_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_freeze_status_unfreeze_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = str(tmp_path)
     assert run(capsys, "--data-dir", d, "freeze", "LUNA-USD", "--reason", "delisted")[0] == 0
     code, status = run(capsys, "--data-dir", d, "status")
@@ -25,15 +34,19 @@ def test_freeze_status_unfreeze_round_trip(tmp_path: Path, capsys: pytest.Captur
     code, out = run(capsys, "--data-dir", d, "unfreeze", "LUNA-USD", "--reason", "relisted")
     assert code == 0 and out == {"symbol": "LUNA-USD", "action": "unfreeze", "changed": True}
     assert run(capsys, "--data-dir", d, "restrict", "XYZ-USD")[0] == 0
-    assert "XYZ/USD" in run(capsys, "--data-dir", d, "status")[1]["restricted"]  # type: ignore[index]
+    status = run(capsys, "--data-dir", d, "status")[1]
+    assert "XYZ/USD" in status["restricted"]  # type: ignore[index]
 
 
-def test_dust_normalize_and_health_on_paper(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dust_normalize_and_health_on_paper(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = str(tmp_path)
     code, dust = run(capsys, "--data-dir", d, "dust", "--dry-run")
     assert code == 0 and dust["total_found"] == 2 and dust["closed"] == 0  # type: ignore[index]
     code, norm = run(capsys, "--data-dir", d, "normalize")
-    assert code == 0 and norm["dry_run"] is True and norm["actions_required"] == 4  # type: ignore[index]
+    assert code == 0 and norm["dry_run"] is True  # type: ignore[index]
+    assert norm["actions_required"] == 4  # type: ignore[index]
     code, health = run(capsys, "--data-dir", d, "health")
     assert code == 0 and health["ok"] is True  # type: ignore[index]
     run(capsys, "--data-dir", d, "freeze", "A-USD")
@@ -51,12 +64,16 @@ def test_dust_normalize_and_health_on_paper(tmp_path: Path, capsys: pytest.Captu
         (["--data-dir", "/nonexistent/dir", "status"], "does not exist"),
     ],
 )
-def test_clear_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_clear_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
-def test_ccxt_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ccxt_credentials_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("ccxt")
     monkeypatch.delenv("BROKER_GUARD_API_KEY", raising=False)
     assert main(["--broker", "ccxt:kraken", "health"]) == 2
@@ -66,13 +83,27 @@ def test_ccxt_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPa
 def test_unfreeze_from_the_cli_reaches_a_guard_in_another_process(tmp_path: Path) -> None:
     clock = FakeClock()
     guard = GuardedBroker(
-        PaperBroker(prices={"SOL-USD": 100.0}), GuardConfig.load(env={}), store=JsonFileStore(tmp_path), clock=clock, sleep=clock.sleep
+        PaperBroker(prices={"SOL-USD": 100.0}),
+        GuardConfig.load(env={}),
+        store=JsonFileStore(tmp_path),
+        clock=clock,
+        sleep=clock.sleep,
     )
     guard.freeze_manager.freeze("SOL-USD", "test")
     with pytest.raises(SymbolFrozenError):
         guard.get_current_price("SOL-USD")
     done = subprocess.run(
-        [sys.executable, "-m", "broker_guard.cli", "--data-dir", str(tmp_path), "unfreeze", "SOL-USD", "--reason", "ok"],
+        [
+            sys.executable,
+            "-m",
+            "broker_guard.cli",
+            "--data-dir",
+            str(tmp_path),
+            "unfreeze",
+            "SOL-USD",
+            "--reason",
+            "ok",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,25 +113,48 @@ def test_unfreeze_from_the_cli_reaches_a_guard_in_another_process(tmp_path: Path
     assert guard.get_current_price("SOL-USD") == 100.0
 
 
-def test_demo_runs_and_shows_all_four_components(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_and_shows_all_four_components(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--data-dir", str(tmp_path), "demo"]) == 0
     out = capsys.readouterr().out
-    for marker in ("USING FALLBACK BALANCE", "SYMBOL FROZEN: LUNA-USD", "DUST CLEANUP COMPLETE", "NORMALIZATION COMPLETE", "health: OK"):
+    for marker in (
+        "USING FALLBACK BALANCE",
+        "SYMBOL FROZEN: LUNA-USD",
+        "DUST CLEANUP COMPLETE",
+        "NORMALIZATION COMPLETE",
+        "health: OK",
+    ):
         assert marker in out, marker
 
 
 def many_positions() -> PaperBroker:
     """A ``module:factory`` broker for the CLI: 60 positions, half of them dust."""
     prices = {f"A{i}-USD": 1.0 for i in range(60)}
-    return PaperBroker(prices=prices, positions={s: 0.5 if i % 2 else 20.0 for i, s in enumerate(prices)})
+    return PaperBroker(
+        prices=prices, positions={s: 0.5 if i % 2 else 20.0 for i, s in enumerate(prices)}
+    )
 
 
-def test_long_scans_draw_progress_on_stderr_and_keep_stdout_for_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--json", "--data-dir", str(tmp_path), "--broker", "test_cli:many_positions", "dust", "--dry-run"])
+def test_long_scans_draw_progress_on_stderr_and_keep_stdout_for_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "--json",
+            "--data-dir",
+            str(tmp_path),
+            "--broker",
+            "test_cli:many_positions",
+            "dust",
+            "--dry-run",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["dry_run_would_close"] == 30
     lines = captured.err.splitlines()
-    assert "60/60 positions valued" in lines and len(lines) == 11  # 0/10 .. 10/10 of the way, not one line per position
+    # 0/10 .. 10/10 of the way, not one line per position
+    assert "60/60 positions valued" in lines and len(lines) == 11
 
 
 def test_short_scans_draw_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,12 +162,25 @@ def test_short_scans_draw_no_progress(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "positions valued" not in capsys.readouterr().err
 
 
-def test_a_change_the_cli_could_not_save_is_an_error_not_done(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_change_the_cli_could_not_save_is_an_error_not_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import filelock
 
     Path(tmp_path, "cfg.json").write_text(json.dumps({"guard": {"lock_timeout_seconds": 0.05}}))
-    with filelock.FileLock(str(tmp_path / "symbol_freeze.json.lock")):  # a hung bot holding the state
-        code = main(["--data-dir", str(tmp_path), "--config", str(tmp_path / "cfg.json"), "freeze", "SOL-USD"])
+    with filelock.FileLock(
+        str(tmp_path / "symbol_freeze.json.lock")
+    ):  # a hung bot holding the state
+        code = main(
+            [
+                "--data-dir",
+                str(tmp_path),
+                "--config",
+                str(tmp_path / "cfg.json"),
+                "freeze",
+                "SOL-USD",
+            ]
+        )
     captured = capsys.readouterr()
     assert code == 1 and "stayed locked" in captured.err and "done" not in captured.out
     assert not (tmp_path / "symbol_freeze.json").exists()  # nothing was written

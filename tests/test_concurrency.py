@@ -1,4 +1,5 @@
-"""Several processes, each with several threads, on one data_dir or one Redis, with an operator acting at the same time.
+"""Several processes, each with several threads, on one data_dir or one Redis, with an operator
+acting at the same time.
 
 The final state must equal what a sequential model of the same operations
 gives: every failure counted once, every freeze and manual unfreeze applied,
@@ -39,8 +40,11 @@ OPERATOR_RESTRICTS = [f"R{k}-USD" for k in range(5)]
 
 
 def open_store(where: dict[str, Any]) -> Store:
-    """The store the ``guard`` settings ``where`` name (a data_dir, or a Redis URL and prefix), as a bot opens it."""
-    return store_from_config(GuardConfig.load(env={}, guard={"lock_timeout_seconds": 20.0, **where}))
+    """The store the ``guard`` settings ``where`` name (a data_dir, or a Redis URL and prefix), as a
+    bot opens it."""
+    return store_from_config(
+        GuardConfig.load(env={}, guard={"lock_timeout_seconds": 20.0, **where})
+    )
 
 
 def worker_process(where: dict[str, Any], proc: int, results: Any) -> None:
@@ -77,7 +81,8 @@ def worker_process(where: dict[str, Any], proc: int, results: Any) -> None:
                     guard.freeze_manager.unfreeze_symbol(f"W{proc}x{t}x{i - 6}-USD", "worker")
                 if i % 8 == 0:
                     paper.fail_next("get_account_balance", 5)
-                    assert guard.get_account_balance() == 1_000.0  # served from the last known balance
+                    # served from the last known balance
+                    assert guard.get_account_balance() == 1_000.0
         except Exception as exc:  # reported to the parent, which fails the test
             errors.append(f"thread {t}: {type(exc).__name__}: {exc}")
 
@@ -112,7 +117,11 @@ def sequential_model() -> dict[str, Any]:
                     frozen.add(f"W{proc}X{t}X{i}/USD")
                 if i % 12 == 0 and i:
                     frozen.discard(f"W{proc}X{t}X{i - 6}/USD")
-    return {"failures": failures, "frozen": frozen, "restricted": {s.replace("-", "/") for s in OPERATOR_RESTRICTS}}
+    return {
+        "failures": failures,
+        "frozen": frozen,
+        "restricted": {s.replace("-", "/") for s in OPERATOR_RESTRICTS},
+    }
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -120,7 +129,10 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """The ``guard`` settings that point every process at the same state."""
     if request.param == "file":
         return {"data_dir": str(tmp_path)}
-    return {"store_url": request.getfixturevalue("redis_server").url, "store_prefix": request.getfixturevalue("redis_prefix")}
+    return {
+        "store_url": request.getfixturevalue("redis_server").url,
+        "store_prefix": request.getfixturevalue("redis_prefix"),
+    }
 
 
 def test_processes_threads_and_an_operator_lose_no_update(shared: dict[str, Any]) -> None:
@@ -130,7 +142,9 @@ def test_processes_threads_and_an_operator_lose_no_update(shared: dict[str, Any]
         manager.freeze(symbol, "before the run")
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=worker_process, args=(shared, p, results)) for p in range(PROCESSES)]
+    procs = [
+        ctx.Process(target=worker_process, args=(shared, p, results)) for p in range(PROCESSES)
+    ]
     procs.append(ctx.Process(target=operator_process, args=(shared, results)))
     for p in procs:
         p.start()
@@ -144,8 +158,10 @@ def test_processes_threads_and_an_operator_lose_no_update(shared: dict[str, Any]
     reader = open_store(shared)
     state = reader.read("symbol_freeze")
     counts = {s: e["count"] for s, e in state.get("failures", {}).items() if s in model["failures"]}
-    assert counts == model["failures"]  # every failure from every thread of every process, counted once
-    assert set(state["frozen"]) == model["frozen"]  # freezes, worker unfreezes and the operator's unfreezes
+    # every failure from every thread of every process, counted once
+    assert counts == model["failures"]
+    # freezes, worker unfreezes and the operator's unfreezes
+    assert set(state["frozen"]) == model["frozen"]
     restricted = set(SymbolFreezeManager(FreezePolicy(), store=reader).get_restricted_symbols())
     assert model["restricted"] <= restricted
     for store in (setup, reader):

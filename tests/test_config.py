@@ -14,29 +14,55 @@ from broker_guard.config import ENV_VARS, SECTIONS
 SEED_FILE = {
     "dust_cleanup": {"threshold_usd": 1.00, "dry_run": False, "enabled": True, "schedule": "daily"},
     "balance_fetcher": {"max_attempts": 3, "base_delay": 2.0, "cache_timeout_minutes": 30},
-    "symbol_freeze": {"failure_threshold": 3, "cooldown_hours": 24.0, "manual_review_required": True, "auto_unfreeze": False},
-    "normalization": {"minimum_position_usd": 7.50, "consolidation_threshold_usd": 10.00, "enabled": True, "run_on_startup": True},
+    "symbol_freeze": {
+        "failure_threshold": 3,
+        "cooldown_hours": 24.0,
+        "manual_review_required": True,
+        "auto_unfreeze": False,
+    },
+    "normalization": {
+        "minimum_position_usd": 7.50,
+        "consolidation_threshold_usd": 10.00,
+        "enabled": True,
+        "run_on_startup": True,
+    },
 }
 
 
 def test_defaults_are_the_seeds() -> None:
     config = GuardConfig.load(env={})
     assert config.dust.threshold_usd == 1.0 and config.dust.dry_run is False
-    assert (config.balance.max_attempts, config.balance.base_delay, config.balance.max_delay) == (3, 2.0, 30.0)
+    assert (config.balance.max_attempts, config.balance.base_delay, config.balance.max_delay) == (
+        3,
+        2.0,
+        30.0,
+    )
     assert (config.freeze.failure_threshold, config.freeze.cooldown_hours) == (3, 24.0)
-    assert (config.normalization.minimum_position_usd, config.normalization.consolidation_threshold_usd) == (7.5, 10.0)
+    assert (
+        config.normalization.minimum_position_usd,
+        config.normalization.consolidation_threshold_usd,
+    ) == (7.5, 10.0)
     assert config.guard.data_dir == "./data"
 
 
 def test_seed_config_file_is_read_from_the_default_path(tmp_path: Path) -> None:
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "cleanup_config.json").write_text(json.dumps(SEED_FILE | {"symbol_freeze": {"auto_unfreeze": False}}))
+    (tmp_path / "config" / "cleanup_config.json").write_text(
+        json.dumps(SEED_FILE | {"symbol_freeze": {"auto_unfreeze": False}})
+    )
     assert GuardConfig.load(env={}).freeze.auto_unfreeze is False
 
 
 def test_precedence_defaults_file_env_kwargs(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"dust_cleanup": {"threshold_usd": 2.0, "schedule": "hourly"}, "balance_fetcher": {"max_attempts": 4}}))
+    path.write_text(
+        json.dumps(
+            {
+                "dust_cleanup": {"threshold_usd": 2.0, "schedule": "hourly"},
+                "balance_fetcher": {"max_attempts": 4},
+            }
+        )
+    )
     env = {"DUST_THRESHOLD_USD": "3.5", "BROKER_GUARD_CONFIG": str(path)}
     config = GuardConfig.load(env=env, balance={"base_delay": 0.5})
     assert config.dust.threshold_usd == 3.5  # env over file
@@ -58,11 +84,19 @@ def test_precedence_defaults_file_env_kwargs(tmp_path: Path) -> None:
         ("MINIMUM_POSITION_USD", "5", "normalization", "minimum_position_usd", 5.0),
         ("CONSOLIDATION_THRESHOLD_USD", "20", "normalization", "consolidation_threshold_usd", 20.0),
         ("BROKER_GUARD_DATA_DIR", "/tmp/x", "guard", "data_dir", "/tmp/x"),
-        ("BROKER_GUARD_STORE_URL", "redis://10.0.0.5:6379/2", "guard", "store_url", "redis://10.0.0.5:6379/2"),
+        (
+            "BROKER_GUARD_STORE_URL",
+            "redis://10.0.0.5:6379/2",
+            "guard",
+            "store_url",
+            "redis://10.0.0.5:6379/2",
+        ),
         ("BROKER_GUARD_STORE_PREFIX", "fleet-a", "guard", "store_prefix", "fleet-a"),
     ],
 )
-def test_every_environment_variable(var: str, raw: str, section: str, key: str, expected: object) -> None:
+def test_every_environment_variable(
+    var: str, raw: str, section: str, key: str, expected: object
+) -> None:
     assert var in ENV_VARS
     assert getattr(getattr(GuardConfig.load(env={var: raw}), section), key) == expected
 
@@ -109,11 +143,15 @@ def _bad_values(tp: object) -> list[object]:
 
 
 ALL_KEYS = [
-    (section, f.name, typing.get_type_hints(cls)[f.name]) for section, (_attr, cls) in SECTIONS.items() for f in dataclasses.fields(cls)
+    (section, f.name, typing.get_type_hints(cls)[f.name])
+    for section, (_attr, cls) in SECTIONS.items()
+    for f in dataclasses.fields(cls)
 ]
 
 
-@pytest.mark.parametrize(("section", "key", "tp"), ALL_KEYS, ids=[f"{s}.{k}" for s, k, _ in ALL_KEYS])
+@pytest.mark.parametrize(
+    ("section", "key", "tp"), ALL_KEYS, ids=[f"{s}.{k}" for s, k, _ in ALL_KEYS]
+)
 def test_every_key_rejects_bad_values(section: str, key: str, tp: object) -> None:
     optional = type(None) in typing.get_args(tp)
     for bad in _bad_values(tp):

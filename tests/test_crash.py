@@ -50,8 +50,12 @@ def check_files_parse(data_dir: Path) -> None:
     for path in data_dir.iterdir():
         if path.suffix in (".json", ".bak") and ".tmp" not in path.name:
             with path.open() as f:
-                assert isinstance(json.load(f), dict), f"{path.name} is not a JSON object after a kill"
-        assert ".corrupt-" not in path.name, f"a state file was found corrupt after a kill: {path.name}"
+                assert isinstance(json.load(f), dict), (
+                    f"{path.name} is not a JSON object after a kill"
+                )
+        assert ".corrupt-" not in path.name, (
+            f"a state file was found corrupt after a kill: {path.name}"
+        )
 
 
 def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) -> None:
@@ -62,7 +66,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
         errors_file = tmp_path.parent / f"writer-{life}.err"
         with errors_file.open("w") as errors_out:
             proc = subprocess.Popen(
-                [sys.executable, str(WRITER), str(tmp_path), str(first)], stdout=subprocess.PIPE, stderr=errors_out, text=True
+                [sys.executable, str(WRITER), str(tmp_path), str(first)],
+                stdout=subprocess.PIPE,
+                stderr=errors_out,
+                text=True,
             )
         assert proc.stdout is not None
         lines: list[str] = []
@@ -75,7 +82,8 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
             lines.append(line)
             acks += line.startswith("ack ")
         proc.send_signal(signal.SIGKILL)
-        lines += proc.stdout.read().splitlines()  # through the same buffer readline used: communicate() would skip it
+        # through the same buffer readline used: communicate() would skip it
+        lines += proc.stdout.read().splitlines()
         proc.stdout.close()
         assert proc.wait(timeout=30) == -signal.SIGKILL, f"life {life}: the writer died on its own"
         errors = errors_file.read_text()
@@ -92,7 +100,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
         store = JsonFileStore(tmp_path)
         frozen = set(SymbolFreezeManager(FreezePolicy(), store=store).get_stats()["frozen_symbols"])
         frozen = {s.replace("-", "/") for s in frozen}
-        failures = int(store.read("symbol_freeze").get("failures", {}).get("F/USD", {}).get("count", 0))
+        failures = int(
+            store.read("symbol_freeze").get("failures", {}).get("F/USD", {}).get("count", 0)
+        )
         audit = {r["seq"] for r in store.read_lines("audit")}
         balance = store.read("balances").get("balances", {}).get(BALANCE_RECORD, {}).get("value")
 
@@ -103,9 +113,15 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
         assert expected_frozen - maybe <= frozen <= expected_frozen | maybe, (
             f"life {life}: frozen set lost an acknowledged change; writer said: {errors}"
         )
-        assert model.failures <= failures <= model.failures + (op == "fail"), f"life {life}: failure count {failures} vs {model.failures}"
-        assert model.audit <= audit <= model.audit | ({int(arg)} if op == "audit" else set()), f"life {life}: audit lines lost"
-        assert balance in ({model.balance} | ({float(arg)} if op == "balance" else set())), f"life {life}: balance {balance}"
+        assert model.failures <= failures <= model.failures + (op == "fail"), (
+            f"life {life}: failure count {failures} vs {model.failures}"
+        )
+        assert model.audit <= audit <= model.audit | ({int(arg)} if op == "audit" else set()), (
+            f"life {life}: audit lines lost"
+        )
+        assert balance in ({model.balance} | ({float(arg)} if op == "balance" else set())), (
+            f"life {life}: balance {balance}"
+        )
         # the change in flight, whichever way it went, is now the truth the next life starts from
         model.frozen, model.failures, model.audit = frozen, failures, audit
         model.balance = balance

@@ -1,4 +1,5 @@
-"""Disk faults under a running guard: the trading loop keeps working, nothing persisted is lost, health says what is wrong."""
+"""Disk faults under a running guard: the trading loop keeps working, nothing persisted is lost,
+health says what is wrong."""
 
 from __future__ import annotations
 
@@ -11,19 +12,32 @@ import filelock
 import pytest
 from helpers import fail_price_calls
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, JsonFileStore, PaperBroker, SymbolFrozenError
+from broker_guard import (
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    JsonFileStore,
+    PaperBroker,
+    SymbolFrozenError,
+)
 
 
-def file_guard(tmp_path: Path, clock: FakeClock, lock_timeout: float = 5.0, **broker: Any) -> tuple[Any, PaperBroker]:
+def file_guard(
+    tmp_path: Path, clock: FakeClock, lock_timeout: float = 5.0, **broker: Any
+) -> tuple[Any, PaperBroker]:
     paper = PaperBroker(prices={"BTC-USD": 50_000.0, "ETH-USD": 2_500.0}, cash=1_000.0, **broker)
     paper.delist("OLD-USD")
-    config = GuardConfig.load(env={}, data_dir=str(tmp_path), guard={"refresh_interval_seconds": 0.0})
+    config = GuardConfig.load(
+        env={}, data_dir=str(tmp_path), guard={"refresh_interval_seconds": 0.0}
+    )
     store = JsonFileStore(tmp_path, lock_timeout=lock_timeout, clock=clock)
     guard = GuardedBroker(paper, config, store=store, clock=clock, sleep=clock.sleep)
     return guard, paper
 
 
-def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_keeps_trading_and_replays_when_space_returns(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     guard, _ = file_guard(tmp_path, clock)
     guard.get_account_balance()
     fail_price_calls(guard, "OLD-USD", 1)
@@ -43,46 +57,65 @@ def test_disk_full_keeps_trading_and_replays_when_space_returns(tmp_path: Path, 
     assert on_disk["failures"]["OLD/USD"]["count"] == 1  # what was persisted before is intact
 
     monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", real_mkstemp)
-    guard.freeze_manager.freeze("ETH-USD", "operator")  # the next write replays what was kept in memory
+    # the next write replays what was kept in memory
+    guard.freeze_manager.freeze("ETH-USD", "operator")
     on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
     assert {"OLD/USD", "ETH/USD"} <= set(on_disk["frozen"])
     assert guard.health()["persistence"]["ok"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not an object"])
-def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(tmp_path: Path, clock: FakeClock, damage: str) -> None:
+def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(
+    tmp_path: Path, clock: FakeClock, damage: str
+) -> None:
     guard, _ = file_guard(tmp_path, clock)
     fail_price_calls(guard, "OLD-USD", 3)
     guard.freeze_manager.freeze("ETH-USD", "operator")  # the .bak now holds OLD/USD frozen
     path = tmp_path / "symbol_freeze.json"
     text = path.read_text()
-    path.write_text({"truncated": text[: len(text) // 2], "garbage": "\x00\xff{{{", "empty": "", "not an object": "[1, 2]"}[damage])
+    path.write_text(
+        {
+            "truncated": text[: len(text) // 2],
+            "garbage": "\x00\xff{{{",
+            "empty": "",
+            "not an object": "[1, 2]",
+        }[damage]
+    )
 
     fresh, _ = file_guard(tmp_path, clock)
     with pytest.raises(SymbolFrozenError):
         fresh.get_current_price("OLD-USD")  # the freeze survived through the last good copy
     assert fresh.get_current_price("BTC-USD") == 50_000.0
     health = fresh.health()
-    assert health["persistence"]["recovered"] and any("last good copy" in a for a in health["alerts"])
-    assert any(p.name.startswith("symbol_freeze.json.corrupt-") for p in tmp_path.iterdir())  # kept for a post-mortem
+    assert health["persistence"]["recovered"] and any(
+        "last good copy" in a for a in health["alerts"]
+    )
+    # kept for a post-mortem
+    assert any(p.name.startswith("symbol_freeze.json.corrupt-") for p in tmp_path.iterdir())
 
 
-def test_a_stale_lock_file_left_by_a_dead_process_does_not_block(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_stale_lock_file_left_by_a_dead_process_does_not_block(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     (tmp_path / "symbol_freeze.json.lock").write_text("12345")  # a lock file, not a held lock
     guard, _ = file_guard(tmp_path, clock, lock_timeout=0.2)
     fail_price_calls(guard, "OLD-USD", 3)
     assert guard.freeze_manager.is_frozen("OLD-USD") and guard.health()["ok"]
 
 
-def test_a_lock_that_cannot_be_taken_in_time_does_not_stop_the_trading_loop(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_lock_that_cannot_be_taken_in_time_does_not_stop_the_trading_loop(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     guard, _ = file_guard(tmp_path, clock, lock_timeout=0.05)
     guard.freeze_manager.freeze("SOL-USD", "operator")  # the state file exists
     other = filelock.FileLock(tmp_path / "symbol_freeze.json.lock")
     with other:  # another process holds the freeze state's lock past the timeout
         state = tmp_path / "symbol_freeze.json"
-        os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))  # and changed it: a reload is due
+        # and changed it: a reload is due
+        os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))
         clock.advance(1)
-        assert guard.get_current_price("BTC-USD") == 50_000.0  # served; no StoreLockTimeoutError into the loop
+        # served; no StoreLockTimeoutError into the loop
+        assert guard.get_current_price("BTC-USD") == 50_000.0
         fail_price_calls(guard, "OLD-USD", 3)  # failures are counted in memory meanwhile
         with pytest.raises(SymbolFrozenError):
             guard.get_current_price("OLD-USD")
@@ -92,7 +125,10 @@ def test_a_lock_that_cannot_be_taken_in_time_does_not_stop_the_trading_loop(tmp_
     assert guard.health()["ok"], guard.health()["alerts"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions; the disk-full test covers the same path")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root ignores directory permissions; the disk-full test covers the same path",
+)
 def test_read_only_data_dir(tmp_path: Path, clock: FakeClock) -> None:
     guard, _ = file_guard(tmp_path, clock)
     guard.get_current_price("BTC-USD")

@@ -59,10 +59,14 @@ TRANSIENT = {
     "timeout": lambda c: raising(TimeoutError("timed out")),
     "HTTP 502": lambda c: raising(StatusError(502, "Bad Gateway")),
     "HTTP 503": lambda c: raising(StatusError(503, "Service Unavailable")),
-    "exchange maintenance": lambda c: raising(RuntimeError("exchange under maintenance, try again")),
+    "exchange maintenance": lambda c: raising(
+        RuntimeError("exchange under maintenance, try again")
+    ),
     "rate limit 429": lambda c: raising(RateLimited("Too many requests")),
     "hang past timeout": hang,
-    "error carrying an API key": lambda c: raising(ConnectionError(f"GET /balance?api_key={KEY} failed: connection refused")),
+    "error carrying an API key": lambda c: raising(
+        ConnectionError(f"GET /balance?api_key={KEY} failed: connection refused")
+    ),
 }
 NOT_RETRIED = {
     "auth (401)": lambda c: raising(StatusError(401, "Unauthorized")),
@@ -119,10 +123,15 @@ class ScriptedBroker:
 
 
 @pytest.fixture
-def setup(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> tuple[ScriptedBroker, Any, FakeClock]:
+def setup(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> tuple[ScriptedBroker, Any, FakeClock]:
     caplog.set_level(logging.DEBUG)
     broker = ScriptedBroker()
-    config = GuardConfig.load(env={}, balance={"jitter": False, "max_attempts": 3, "base_delay": 2.0, "max_total_seconds": 120.0})
+    config = GuardConfig.load(
+        env={},
+        balance={"jitter": False, "max_attempts": 3, "base_delay": 2.0, "max_total_seconds": 120.0},
+    )
     guard = GuardedBroker(broker, config, store=MemoryStore(), clock=clock, sleep=clock.sleep)
     return broker, guard, clock
 
@@ -158,9 +167,11 @@ def test_balance_invalid_values_are_never_returned_nor_remembered(setup: Any, va
     broker, guard, _clock = setup
     guard.get_account_balance()
     broker.script["balance"] = returning(INVALID_BALANCES[value])
-    assert guard.get_account_balance() == GOOD_BALANCE  # retried as a glitch, then the last good one
+    # retried as a glitch, then the last good one
+    assert guard.get_account_balance() == GOOD_BALANCE
     broker.script.pop("balance")
-    assert guard.balance_fetcher.get_last_known_balance(guard.account)["balance"] == GOOD_BALANCE  # type: ignore[index]
+    known = guard.balance_fetcher.get_last_known_balance(guard.account)
+    assert known is not None and known["balance"] == GOOD_BALANCE
 
 
 def test_balance_with_no_last_known_value_raises_a_clear_error(setup: Any) -> None:
@@ -182,7 +193,9 @@ def test_price_outages_and_auth_are_raised_and_never_count_toward_freezing(
         with pytest.raises(Exception):  # noqa: B017 - the broker's own error, unchanged
             guard.get_current_price("BTC-USD")
     assert broker.calls["price"] == 5  # never retried: a price is stale by the time a retry lands
-    assert guard.freeze_manager.get_failure_count("BTC-USD") == 0 and not guard.freeze_manager.is_frozen("BTC-USD")
+    assert guard.freeze_manager.get_failure_count(
+        "BTC-USD"
+    ) == 0 and not guard.freeze_manager.is_frozen("BTC-USD")
     no_secret_logged(caplog)
 
 
@@ -226,9 +239,20 @@ def test_positions_failures_stop_the_run_before_any_order(setup: Any, fault: str
         [{"symbol": "DOGE-USD", "quantity": -1.0}],
         [{"quantity": 1.0}],
         ["DOGE-USD"],
-        [{"symbol": "DOGE-USD", "quantity": 1.0, "usd_value": 500.0}],  # the broker says $500: not dust, whatever the price says
+        [
+            {"symbol": "DOGE-USD", "quantity": 1.0, "usd_value": 500.0}
+        ],  # the broker says $500: not dust, whatever the price says
     ],
-    ids=["None", "no quantity", "string quantity", "NaN quantity", "short", "no symbol", "not a dict", "value disagrees"],
+    ids=[
+        "None",
+        "no quantity",
+        "string quantity",
+        "NaN quantity",
+        "short",
+        "no symbol",
+        "not a dict",
+        "value disagrees",
+    ],
 )
 def test_positions_invalid_entries_are_reported_and_never_traded(setup: Any, entries: Any) -> None:
     broker, guard, _clock = setup
@@ -238,7 +262,9 @@ def test_positions_invalid_entries_are_reported_and_never_traded(setup: Any, ent
 
 
 @pytest.mark.parametrize("fault", [*TRANSIENT, *NOT_RETRIED])
-def test_order_failures_are_never_retried_and_reported_as_failed(setup: Any, fault: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_order_failures_are_never_retried_and_reported_as_failed(
+    setup: Any, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
     broker, guard, clock = setup
     broker.script["order"] = {**TRANSIENT, **NOT_RETRIED}[fault](clock)
     result = guard.dust(dry_run=False)
@@ -249,9 +275,12 @@ def test_order_failures_are_never_retried_and_reported_as_failed(setup: Any, fau
     assert KEY not in str(audit)
 
 
-@pytest.mark.parametrize("answer", [None, False, {"status": "rejected"}, {"success": False, "error": "min size"}])
+@pytest.mark.parametrize(
+    "answer", [None, False, {"status": "rejected"}, {"success": False, "error": "min size"}]
+)
 def test_order_rejections_are_reported_as_failed(setup: Any, answer: Any) -> None:
     broker, guard, _clock = setup
     broker.script["order"] = returning(answer)
     result = guard.dust(dry_run=False)
-    assert result["failed"] == (0 if answer is None else 1)  # None: the broker said nothing either way
+    # None: the broker said nothing either way
+    assert result["failed"] == (0 if answer is None else 1)

@@ -16,7 +16,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "broker_guard"
 
 # lowest first; a module may import its own layer and the ones below it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaves", ("errors", "clock", "events", "redact", "classify", "symbols", "config", "_singleton")),
+    (
+        "leaves",
+        ("errors", "clock", "events", "redact", "classify", "symbols", "config", "_singleton"),
+    ),
     ("core", ("core",)),
     ("state", ("state",)),
     ("guard", ("guard",)),
@@ -65,7 +68,9 @@ def imports_of(path: Path, known: set[str]) -> Iterator[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base])
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], base]
+                )
                 base = base.rstrip(".")
             for alias in node.names:
                 target = f"{base}.{alias.name}"
@@ -133,7 +138,8 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 
 def test_no_module_reads_private_attributes_of_other_objects() -> None:
-    """``x._name`` only on ``self``/``cls``/``type(self)``: another object's private state is its own."""
+    """``x._name`` only on ``self``/``cls``/``type(self)``: another object's private state is its
+    own."""
     reads = []
     for name, path in modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -146,7 +152,14 @@ def test_no_module_reads_private_attributes_of_other_objects() -> None:
 
 def test_core_is_pure() -> None:
     """core/ decides; it never logs, awaits, sleeps, reads a clock or touches a store."""
-    banned = {"logging", "asyncio", "time", "threading", "broker_guard.state", "broker_guard.redact"}
+    banned = {
+        "logging",
+        "asyncio",
+        "time",
+        "threading",
+        "broker_guard.state",
+        "broker_guard.redact",
+    }
     problems = []
     for name, path in modules().items():
         if not name.startswith("broker_guard.core"):
@@ -155,7 +168,9 @@ def test_core_is_pure() -> None:
             if isinstance(node, (ast.Await, ast.AsyncFunctionDef)):
                 problems.append(f"{name}:{node.lineno} async code")
             elif isinstance(node, ast.Import):
-                problems += [f"{name}: import {a.name}" for a in node.names if _banned(a.name, banned)]
+                problems += [
+                    f"{name}: import {a.name}" for a in node.names if _banned(a.name, banned)
+                ]
             elif isinstance(node, ast.ImportFrom) and _banned(node.module or "", banned):
                 problems.append(f"{name}: from {node.module}")
     assert problems == []
@@ -182,7 +197,9 @@ def _banned(module: str, banned: set[str]) -> bool:
         ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
     ],
 )
-def test_the_cycle_finder_finds_cycles(edges: dict[str, set[str]], expected: list[str] | None) -> None:
+def test_the_cycle_finder_finds_cycles(
+    edges: dict[str, set[str]], expected: list[str] | None
+) -> None:
     assert find_cycle(edges) == expected
 
 

@@ -7,13 +7,21 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, MemoryStore, PaperBroker, run_normalization_pass
+from broker_guard import (
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    MemoryStore,
+    PaperBroker,
+    run_normalization_pass,
+)
 
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
 
 
 class RecordingBroker(PaperBroker):
-    """A paper broker that records the value of every order at the moment it is placed and may fail orders."""
+    """A paper broker that records the value of every order at the moment it is placed and may fail
+    orders."""
 
     def __init__(self, failing: set[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -21,7 +29,12 @@ class RecordingBroker(PaperBroker):
         self.placed: list[tuple[str, float]] = []
 
     def place_market_order(
-        self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False
+        self,
+        symbol: str,
+        side: str,
+        quantity: float,
+        force_liquidate: bool = False,
+        ignore_min_trade: bool = False,
     ) -> Any:
         price = self.prices.get(symbol.replace("-", "/"))
         self.placed.append((symbol, quantity * price if price else float("nan")))
@@ -34,17 +47,30 @@ portfolios = st.dictionaries(
     st.sampled_from(ASSETS),
     st.tuples(
         st.floats(min_value=-5, max_value=50, allow_nan=False),  # quantity (negative: a short)
-        st.one_of(st.none(), st.floats(min_value=0.001, max_value=20, allow_nan=False)),  # price, None: no price
+        st.one_of(
+            st.none(), st.floats(min_value=0.001, max_value=20, allow_nan=False)
+        ),  # price, None: no price
     ),
     max_size=6,
 )
 
 
-def _setup(portfolio: dict[str, tuple[float, float | None]], frozen: list[str], restricted: list[str], failing: list[str]) -> Any:
+def _setup(
+    portfolio: dict[str, tuple[float, float | None]],
+    frozen: list[str],
+    restricted: list[str],
+    failing: list[str],
+) -> Any:
     prices = {f"{a}-USD": p for a, (_q, p) in portfolio.items() if p is not None}
-    broker = RecordingBroker({f"{a}-USD" for a in failing}, prices=prices, positions={f"{a}-USD": q for a, (q, _p) in portfolio.items()})
+    broker = RecordingBroker(
+        {f"{a}-USD" for a in failing},
+        prices=prices,
+        positions={f"{a}-USD": q for a, (q, _p) in portfolio.items()},
+    )
     clock = FakeClock()
-    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore(), clock=clock, sleep=clock.sleep)
+    guard = GuardedBroker(
+        broker, GuardConfig.load(env={}), store=MemoryStore(), clock=clock, sleep=clock.sleep
+    )
     for a in frozen:
         guard.freeze_manager.freeze(f"{a}-USD")
     for a in restricted:
@@ -58,14 +84,20 @@ def _safe_value(portfolio: dict[str, tuple[float, float | None]], symbol: str) -
 
 
 def _assert_no_unsafe_order(
-    broker: RecordingBroker, portfolio: dict[str, tuple[float, float | None]], dry_run: bool, limit: float, blocked: list[str]
+    broker: RecordingBroker,
+    portfolio: dict[str, tuple[float, float | None]],
+    dry_run: bool,
+    limit: float,
+    blocked: list[str],
 ) -> None:
     if dry_run:
         assert broker.placed == []  # never in dry-run
     for symbol, value in broker.placed:
         assert value < limit  # never at or above the threshold
-        assert symbol not in {f"{a}-USD" for a in blocked}  # never on an unknown value (frozen, restricted)
-        assert _safe_value(portfolio, symbol) is not None  # never without a price or a long quantity
+        # never on an unknown value (frozen, restricted)
+        assert symbol not in {f"{a}-USD" for a in blocked}
+        # never without a price or a long quantity
+        assert _safe_value(portfolio, symbol) is not None
 
 
 settings_args = dict(

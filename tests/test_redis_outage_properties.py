@@ -1,7 +1,8 @@
 """Stateful property test: a guard on a Redis store whose link is cut and healed at random, beside
 another worker that stays connected.
 
-Invariants: an entry order is refused exactly when the symbol is frozen in what this guard knows (the
+Invariants: an entry order is refused exactly when the symbol is frozen in what this guard knows
+(the
 fleet's state while connected, its last known state plus its own freezes while cut off), so no order
 is ever placed on a symbol it knows is frozen; and after every reconnect the shared state equals the
 model: no failure counted during the outage is lost, and nothing is applied twice.
@@ -17,10 +18,23 @@ import pytest
 import redis
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from tcp_link import TcpLink
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, PaperBroker, RedisStore, SymbolFrozenError
+from broker_guard import (
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    PaperBroker,
+    RedisStore,
+    SymbolFrozenError,
+)
 
 TRADED = ["SOL-USD", "ETH-USD"]
 DEAD = "DEAD-USD"  # delisted: every price call on it fails and counts
@@ -46,12 +60,22 @@ class GuardThroughAnOutage(RuleBasedStateMachine):
         self.link = TcpLink(self.port)
         self.store = RedisStore(self.link.url(), prefix=prefix, max_retry_delay=0.05)
         self.other = RedisStore(self.url, prefix=prefix)
-        self.paper = PaperBroker(prices={"SOL-USD": 100.0, "ETH-USD": 2_500.0}, cash=10**9, failure_rate=0.0)
+        self.paper = PaperBroker(
+            prices={"SOL-USD": 100.0, "ETH-USD": 2_500.0}, cash=10**9, failure_rate=0.0
+        )
         self.paper.delist(DEAD)
-        config = GuardConfig.load(env={}, symbol_freeze={"failure_threshold": THRESHOLD}, guard={"refresh_interval_seconds": 0.0})
+        config = GuardConfig.load(
+            env={},
+            symbol_freeze={"failure_threshold": THRESHOLD},
+            guard={"refresh_interval_seconds": 0.0},
+        )
         clock = FakeClock()
-        self.guard: Any = GuardedBroker(self.paper, config, store=self.store, clock=clock, sleep=clock.sleep)
-        self.operator = GuardedBroker(PaperBroker(), config, store=self.other, clock=clock, sleep=clock.sleep).freeze_manager
+        self.guard: Any = GuardedBroker(
+            self.paper, config, store=self.store, clock=clock, sleep=clock.sleep
+        )
+        self.operator = GuardedBroker(
+            PaperBroker(), config, store=self.other, clock=clock, sleep=clock.sleep
+        ).freeze_manager
         assert self.store.wait_until(lambda s: s.version("symbol_freeze")[0] >= 1)
         self.down = False
         self.server_frozen: set[str] = set()
@@ -69,10 +93,13 @@ class GuardThroughAnOutage(RuleBasedStateMachine):
     # -- the other worker and the operator, always connected ------------------------------------
 
     def _seen_by_guard(self) -> None:
-        """While connected, wait for the notice of the other worker's change to reach the guard's store."""
+        """While connected, wait for the notice of the other worker's change to reach the guard's
+        store."""
         revision = self.other.version("symbol_freeze")[1]
         if not self.down:
-            assert self.store.wait_until(lambda s: s.version("symbol_freeze")[1] >= revision, timeout=10)
+            assert self.store.wait_until(
+                lambda s: s.version("symbol_freeze")[1] >= revision, timeout=10
+            )
             self.known_frozen = set(self.server_frozen)
             self.known_dead_count = self.server_dead_count
 
@@ -126,14 +153,16 @@ class GuardThroughAnOutage(RuleBasedStateMachine):
     @rule()
     def cut(self) -> None:
         self.link.cut()
-        assert self.store.wait_until(lambda s: not s.health().ok, timeout=10)  # the listener noticed
+        # the listener noticed
+        assert self.store.wait_until(lambda s: not s.health().ok, timeout=10)
         self.down = True
 
     @precondition(lambda self: self.down)
     @rule()
     def heal(self) -> None:
         self.link.heal()
-        assert self.store.wait_until(lambda s: s.health().ok, timeout=10)  # reconnected and replayed
+        # reconnected and replayed
+        assert self.store.wait_until(lambda s: s.health().ok, timeout=10)
         self.down = False
         self.server_dead_count += self.queued_dead
         if self.queued_dead and self.server_dead_count >= THRESHOLD:
@@ -146,14 +175,22 @@ class GuardThroughAnOutage(RuleBasedStateMachine):
     def shared_state_matches_the_model(self) -> None:
         if self.down:
             return
-        raw = self.raw.get(f"{self.prefix_used}:state:symbol_freeze")  # the server's own copy, not a cache
+        # the server's own copy, not a cache
+        raw = self.raw.get(f"{self.prefix_used}:state:symbol_freeze")
         state = json.loads(raw)["data"] if raw else {}
         assert set(state.get("frozen", {})) == self.server_frozen
-        assert state.get("failures", {}).get(canon(DEAD), {}).get("count", 0) == self.server_dead_count
+        assert (
+            state.get("failures", {}).get(canon(DEAD), {}).get("count", 0) == self.server_dead_count
+        )
 
 
 def test_a_guard_through_random_outages(redis_server: Any, redis_prefix: str) -> None:
-    GuardThroughAnOutage.url, GuardThroughAnOutage.port, GuardThroughAnOutage.prefix = redis_server.url, redis_server.port, redis_prefix
+    GuardThroughAnOutage.url, GuardThroughAnOutage.port, GuardThroughAnOutage.prefix = (
+        redis_server.url,
+        redis_server.port,
+        redis_prefix,
+    )
     run_state_machine_as_test(
-        GuardThroughAnOutage, settings=settings(max_examples=200 if FULL else 12, stateful_step_count=20, deadline=None)
+        GuardThroughAnOutage,
+        settings=settings(max_examples=200 if FULL else 12, stateful_step_count=20, deadline=None),
     )

@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, GuardEvent, JsonFileStore, PaperBroker
+from broker_guard import (
+    FakeClock,
+    GuardConfig,
+    GuardedBroker,
+    GuardEvent,
+    JsonFileStore,
+    PaperBroker,
+)
 from broker_guard.user_account_normalization import run_normalization_pass
 
 API_KEY = "AKIA0PLANTEDKEY7777"
@@ -31,7 +38,9 @@ class LeakyBroker(PaperBroker):
     """A broker that puts its credentials everywhere a real client might."""
 
     def __init__(self) -> None:
-        super().__init__(prices={"BTC-USD": 50_000.0, "DOGE-USD": 0.1}, positions={"DOGE-USD": 3.0}, cash=500.0)
+        super().__init__(
+            prices={"BTC-USD": 50_000.0, "DOGE-USD": 0.1}, positions={"DOGE-USD": 3.0}, cash=500.0
+        )
         self.apiKey, self.secret, self.password = API_KEY, SECRET, PASSPHRASE
         self.delist("OLD-USD")
 
@@ -40,21 +49,36 @@ class LeakyBroker(PaperBroker):
 
     def get_current_price(self, symbol: str) -> float:
         if symbol == "OLD-USD":
-            raise ValueError(f"symbol not found: GET https://api.example.com/ticker?symbol=OLD&signature={SIGNATURE}&apiKey={API_KEY}")
+            raise ValueError(
+                f"symbol not found: GET "
+                f"https://api.example.com/ticker?symbol=OLD&signature={SIGNATURE}&apiKey={API_KEY}"
+            )
         return super().get_current_price(symbol)
 
 
 def leaky(message: str) -> Exception:
-    return ConnectionError(f"{message} (key {API_KEY}, secret {SECRET}, Authorization: Bearer {TOKEN}, passphrase={PASSPHRASE})")
+    return ConnectionError(
+        f"{message} (key {API_KEY}, secret {SECRET}, Authorization: Bearer {TOKEN}, "
+        f"passphrase={PASSPHRASE})"
+    )
 
 
-def test_no_planted_secret_reaches_any_output(tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_planted_secret_reaches_any_output(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     events: list[GuardEvent] = []
     broker = LeakyBroker()
-    config = GuardConfig.load(env={}, data_dir=str(tmp_path), dust={"schedule": "hourly"}, balance={"jitter": False})
+    config = GuardConfig.load(
+        env={}, data_dir=str(tmp_path), dust={"schedule": "hourly"}, balance={"jitter": False}
+    )
     guard: Any = GuardedBroker(
-        broker, config, store=JsonFileStore(tmp_path, clock=clock), clock=clock, sleep=clock.sleep, on_event=events.append
+        broker,
+        config,
+        store=JsonFileStore(tmp_path, clock=clock),
+        clock=clock,
+        sleep=clock.sleep,
+        on_event=events.append,
     )
 
     guard.get_account_balance()
@@ -71,7 +95,9 @@ def test_no_planted_secret_reaches_any_output(tmp_path: Path, clock: FakeClock, 
         def get_positions(self) -> Any:
             raise leaky("positions endpoint down")
 
-    broken = GuardedBroker(Broken(), config, store=JsonFileStore(tmp_path, clock=clock), clock=clock, sleep=clock.sleep)
+    broken = GuardedBroker(
+        Broken(), config, store=JsonFileStore(tmp_path, clock=clock), clock=clock, sleep=clock.sleep
+    )
     normalized = run_normalization_pass({"main": guard, "broken": broken}, dry_run=True)
     assert "broken" in normalized["account_errors"]
 
@@ -82,9 +108,11 @@ def test_no_planted_secret_reaches_any_output(tmp_path: Path, clock: FakeClock, 
     maintenance.tick()  # the scheduled dust pass fails with a traceback, logged
 
     outputs = {
-        "logs": caplog.text + "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records),
+        "logs": caplog.text
+        + "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records),
         "events": repr(events),
-        "results": repr(dust.as_dict() if hasattr(dust, "as_dict") else dict(dust)) + json.dumps(normalized, default=str),
+        "results": repr(dust.as_dict() if hasattr(dust, "as_dict") else dict(dust))
+        + json.dumps(normalized, default=str),
         "repr": repr(guard),
         "health": json.dumps(guard.health(), default=str),
     }

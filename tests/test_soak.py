@@ -1,6 +1,8 @@
-"""Soak: the paper broker with a 20% fault rate under many threads for minutes; memory, file handles and state stay flat.
+"""Soak: the paper broker with a 20% fault rate under many threads for minutes; memory, file handles
+and state stay flat.
 
-Opt-in: ``BROKER_GUARD_SOAK=<seconds> python -m pytest tests/test_soak.py -s`` (not in CI's default run).
+Opt-in: ``BROKER_GUARD_SOAK=<seconds> python -m pytest tests/test_soak.py -s`` (not in CI's
+default run).
 Prints the figures docs/RELIABILITY.md quotes.
 """
 
@@ -42,7 +44,10 @@ def test_soak_under_faults_keeps_memory_handles_and_state_flat(tmp_path: Path) -
     for symbol in symbols[:5]:
         paper.delist(symbol)
     config = GuardConfig.load(
-        env={}, data_dir=str(tmp_path), balance={"base_delay": 0.0, "max_delay": 0.0}, guard={"refresh_interval_seconds": 0.5}
+        env={},
+        data_dir=str(tmp_path),
+        balance={"base_delay": 0.0, "max_delay": 0.0},
+        guard={"refresh_interval_seconds": 0.5},
     )
     guard = GuardedBroker(paper, config, store=JsonFileStore(tmp_path))
     calls = [0] * THREADS
@@ -62,27 +67,39 @@ def test_soak_under_faults_keeps_memory_handles_and_state_flat(tmp_path: Path) -
                 except Exception:
                     pass  # no last known balance yet
             if i % 500 == 0:
-                guard.freeze_manager.unfreeze_symbol(f"S{i % 5}-USD", "soak")  # an operator keeps unfreezing
+                # an operator keeps unfreezing
+                guard.freeze_manager.unfreeze_symbol(f"S{i % 5}-USD", "soak")
             calls[t] = i
 
     warmup = min(10.0, SECONDS / 6)
     threads = [threading.Thread(target=trade, args=(t,), daemon=True) for t in range(THREADS)]
     for th in threads:
         th.start()
-    time.sleep(warmup)  # a soak runs in real time by design; it is opt-in and never in the default run
+    # a soak runs in real time by design; it is opt-in and never in the default run
+    time.sleep(warmup)
     gc.collect()
-    rss_before, fds_before, state_before = rss_bytes(), open_fds(), (tmp_path / "symbol_freeze.json").stat().st_size
+    rss_before, fds_before, state_before = (
+        rss_bytes(),
+        open_fds(),
+        (tmp_path / "symbol_freeze.json").stat().st_size,
+    )
     time.sleep(SECONDS - warmup)
     stop.set()
     for th in threads:
         th.join(30)
     gc.collect()
-    rss_after, fds_after, state_after = rss_bytes(), open_fds(), (tmp_path / "symbol_freeze.json").stat().st_size
+    rss_after, fds_after, state_after = (
+        rss_bytes(),
+        open_fds(),
+        (tmp_path / "symbol_freeze.json").stat().st_size,
+    )
     print(
         f"\nsoak {SECONDS:.0f}s, {THREADS} threads, {sum(calls):,} loop iterations; "
-        f"RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB; fds {fds_before} -> {fds_after}; "
+        f"RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB; fds {fds_before} -> "
+        f"{fds_after}; "
         f"freeze state {state_before:,} -> {state_after:,} bytes; health ok={guard.health()['ok']}"
     )
     assert fds_after <= fds_before + 2
     assert rss_after - rss_before < 32 * 2**20
-    assert state_after < 4 * max(state_before, 4096)  # bounded by the symbols, not by the number of calls
+    # bounded by the symbols, not by the number of calls
+    assert state_after < 4 * max(state_before, 4096)

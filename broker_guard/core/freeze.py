@@ -99,7 +99,9 @@ EMPTY_BOOK = Book({}, {}, frozenset())
 # -- verdicts ---------------------------------------------------------------------------------
 
 
-def admit(book: Book, canon: str, now: float, *, entry: bool = True, probe_free: bool = True) -> Verdict:
+def admit(
+    book: Book, canon: str, now: float, *, entry: bool = True, probe_free: bool = True
+) -> Verdict:
     """Whether a call on ``canon`` may go to the broker.
 
     ``entry=False`` is an exit (a sell or close): allowed on a frozen or a
@@ -182,7 +184,9 @@ class Failure:
     probing: bool
 
 
-def record_failure(doc: dict[str, Any], failure: Failure, policy: FreezePolicy) -> tuple[int, Transition]:
+def record_failure(
+    doc: dict[str, Any], failure: Failure, policy: FreezePolicy
+) -> tuple[int, Transition]:
     """Count ``failure`` in ``doc``; freeze at the threshold, refreeze when it ended a probe."""
     failures = doc.setdefault("failures", {})
     frozen = doc.setdefault("frozen", {})
@@ -211,14 +215,17 @@ def record_failure(doc: dict[str, Any], failure: Failure, policy: FreezePolicy) 
         return count, Transition.REFROZEN
     if count >= policy.failure_threshold:
         reason = f"{count} consecutive price fetch failures"
-        record = new_record(policy, failure.symbol, reason, failure.message, failure.now, count, False)
+        record = new_record(
+            policy, failure.symbol, reason, failure.message, failure.now, count, False
+        )
         frozen[failure.canon] = record.as_dict()
         return count, Transition.FROZEN
     return count, Transition.COUNTED
 
 
 def freeze(doc: dict[str, Any], canon: str, record_of: Any) -> bool:
-    """Freeze ``canon`` whatever its count; ``record_of(count)`` builds the record. True when new."""
+    """Freeze ``canon`` whatever its count; ``record_of(count)`` builds the record. True when
+    new."""
     frozen = doc.setdefault("frozen", {})
     was = canon in frozen
     count = int(doc.get("failures", {}).get(canon, {}).get("count", 0))
@@ -241,7 +248,9 @@ def reset_count(doc: dict[str, Any], canon: str) -> None:
 # -- reading the state document ---------------------------------------------------------------
 
 
-def read_book(doc: Mapping[str, Any], restricted: frozenset[str], now: float) -> tuple[Book, list[tuple[str, str]]]:
+def read_book(
+    doc: Mapping[str, Any], restricted: frozenset[str], now: float
+) -> tuple[Book, list[tuple[str, str]]]:
     """The book a document describes, and (symbol, problem) for each malformed frozen record.
 
     A malformed record stays frozen, for review: a fault never releases a freeze.
@@ -253,7 +262,9 @@ def read_book(doc: Mapping[str, Any], restricted: frozenset[str], now: float) ->
             frozen[canon] = FrozenSymbol.from_dict(raw)
         except (KeyError, TypeError, ValueError) as exc:
             malformed.append((canon, str(exc)))
-            frozen[canon] = FrozenSymbol(canon, "malformed record", str(exc), now, 0, True, False, 0.0)
+            frozen[canon] = FrozenSymbol(
+                canon, "malformed record", str(exc), now, 0, True, False, 0.0
+            )
     counts = {}
     for canon, entry in doc.get("failures", {}).items():
         count = entry.get("count", 0) if isinstance(entry, dict) else 0

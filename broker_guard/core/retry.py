@@ -51,7 +51,8 @@ class Decision:
 
 
 def backoff_delay(policy: BalancePolicy, attempt: int) -> float:
-    """The wait after failed attempt ``attempt``: base_delay doubling per attempt, capped at max_delay."""
+    """The wait after failed attempt ``attempt``: base_delay doubling per attempt, capped at
+    max_delay."""
     waits = backoff.expo(base=2, factor=policy.base_delay, max_value=policy.max_delay)
     next(waits)  # the generator's priming step yields nothing
     return float(next(itertools.islice(waits, attempt - 1, None)))

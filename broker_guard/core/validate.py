@@ -16,7 +16,9 @@ _INF = math.inf
 
 def plain_price(value: Any) -> float | None:
     """A price that can be right: a finite number above zero (bools and strings are not prices)."""
-    if type(value) is float:  # the common case first: the success path of every price call runs this
+    if (
+        type(value) is float
+    ):  # the common case first: the success path of every price call runs this
         return value if 0.0 < value < _INF else None  # NaN fails both comparisons
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None
@@ -39,7 +41,8 @@ _BALANCE_KEYS = ("free", "used", "total")
 
 
 def is_valid_balance(value: Any) -> bool:
-    """A finite, non-negative number, or a balance mapping (ccxt) whose amounts are finite and non-negative."""
+    """A finite, non-negative number, or a balance mapping (ccxt) whose amounts are finite and
+    non-negative."""
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float, Decimal)):
@@ -58,7 +61,9 @@ def is_valid_balance(value: Any) -> bool:
                     if isinstance(item, Mapping) or key in _BALANCE_KEYS:
                         return False
                     continue
-                if not math.isfinite(amount) or (amount < 0 and (key in _BALANCE_KEYS or isinstance(item, Mapping))):
+                if not math.isfinite(amount) or (
+                    amount < 0 and (key in _BALANCE_KEYS or isinstance(item, Mapping))
+                ):
                     return False
         return True
     return False

@@ -36,7 +36,10 @@ def resolve(value: Any) -> Any:
     if loop is None:
         if inspect.iscoroutine(value):
             value.close()  # never started: no "was never awaited" warning
-        raise TypeError("this broker is async: await the guard's dust(), normalize(), valued_positions() or find_dust()")
+        raise TypeError(
+            "this broker is async: await the guard's dust(), normalize(), valued_positions() or "
+            "find_dust()"
+        )
     return asyncio.run_coroutine_threadsafe(_awaited(value), loop).result()
 
 

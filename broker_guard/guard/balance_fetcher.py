@@ -1,4 +1,5 @@
-"""The Enhanced Balance Fetcher (seed component; the seed's import path is ``broker_guard.enhanced_balance_fetcher``).
+"""The Enhanced Balance Fetcher (seed component; the seed's import path is
+``broker_guard.enhanced_balance_fetcher``).
 
 Balance calls are retried on transient failures with exponential backoff
 (``backoff``'s wait generators: 2 s, 4 s, ... capped at 30 s) and, when the
@@ -23,7 +24,16 @@ import backoff
 import cachetools
 
 from broker_guard.classify import FailureKind, classify, retry_after_seconds
-from broker_guard.clock import AsyncSleep, Clock, Sleep, asyncio_sleep, parse_utc_iso, system_clock, system_sleep, utc_iso
+from broker_guard.clock import (
+    AsyncSleep,
+    Clock,
+    Sleep,
+    asyncio_sleep,
+    parse_utc_iso,
+    system_clock,
+    system_sleep,
+    utc_iso,
+)
 from broker_guard.config import BalancePolicy
 from broker_guard.core.retry import Action, RetryState, Why, decide
 from broker_guard.core.validate import is_valid_balance
@@ -64,7 +74,9 @@ class _Run:
 
     __slots__ = ("fetcher", "key", "last_error", "state", "verbose")
 
-    def __init__(self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool) -> None:
+    def __init__(
+        self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool
+    ) -> None:
         self.fetcher = fetcher
         self.key = key
         self.state = RetryState(started=fetcher.clock())
@@ -72,29 +84,41 @@ class _Run:
         self.last_error: BaseException | None = None
 
     def failed(self, exc: BaseException) -> float | None:
-        """Seconds to wait before the next attempt; None to stop. Re-raises what must not be retried."""
+        """Seconds to wait before the next attempt; None to stop. Re-raises what must not be
+        retried."""
         fetcher = self.fetcher
         policy = fetcher.policy
         # an invalid answer is a glitch: try again
-        kind = FailureKind.TRANSIENT if isinstance(exc, InvalidResponseError) else fetcher.kind_of(exc)
+        kind = (
+            FailureKind.TRANSIENT if isinstance(exc, InvalidResponseError) else fetcher.kind_of(exc)
+        )
         message = fetcher.redact(exc)
         fetcher.note_error(self.key[0], message)
         self.last_error = exc
         level = logging.WARNING if self.verbose else logging.DEBUG
         attempt = self.state.attempt
-        log.log(level, "⚠️  Balance fetch failed (attempt %d/%d): %s", attempt, policy.max_attempts, message)
+        log.log(
+            level,
+            "⚠️  Balance fetch failed (attempt %d/%d): %s",
+            attempt,
+            policy.max_attempts,
+            message,
+        )
         hint = retry_after_seconds(exc) if kind is FailureKind.RATE_LIMIT else None
         jitter = backoff.full_jitter if policy.jitter else None
         decision = decide(policy, self.state, kind, fetcher.clock(), hint=hint, jitter=jitter)
         if decision.action is Action.REFUSE:
             log.error(
-                "Balance fetch failed with an error of kind %s, not retried and not answered from cache: %s",
+                "Balance fetch failed with an error of kind %s, not retried and not answered from "
+                "cache: %s",
                 kind.value,
                 message,
             )
             raise exc
         if decision.why is Why.HINT_BEYOND_BUDGET:
-            log.warning("Broker asks to retry after %.1fs, beyond the retry budget; giving up retries", hint)
+            log.warning(
+                "Broker asks to retry after %.1fs, beyond the retry budget; giving up retries", hint
+            )
         elif decision.why is Why.BUDGET_SPENT:
             log.log(level, "Retry budget of %.1fs spent; not retrying", policy.max_total_seconds)
         if decision.action is Action.GIVE_UP:
@@ -108,7 +132,11 @@ class _Run:
     def succeeded(self, value: Any) -> Any:
         self.fetcher.remember(self.key, value)
         if self.verbose:
-            log.info("✅ Balance fetch succeeded on attempt %d: %s", self.state.attempt, describe_balance(value))
+            log.info(
+                "✅ Balance fetch succeeded on attempt %d: %s",
+                self.state.attempt,
+                describe_balance(value),
+            )
         return value
 
     def give_up(self) -> Any:
@@ -117,7 +145,8 @@ class _Run:
 
 
 class EnhancedBalanceFetcher:
-    """Retry with backoff and last-known fallback for balance calls, per account and call signature."""
+    """Retry with backoff and last-known fallback for balance calls, per account and call
+    signature."""
 
     def __init__(
         self,
@@ -143,7 +172,9 @@ class EnhancedBalanceFetcher:
         self.transient_exceptions = transient_exceptions
         self.account = account
         self._lock = threading.Lock()
-        self._last: cachetools.LRUCache[tuple[str, str], tuple[Any, float]] = cachetools.LRUCache(maxsize=1024)
+        self._last: cachetools.LRUCache[tuple[str, str], tuple[Any, float]] = cachetools.LRUCache(
+            maxsize=1024
+        )
         self._persisted_at: dict[tuple[str, str], float] = {}
         self._health: dict[str, AccountHealth] = {}
         self._loaded = False
@@ -151,7 +182,12 @@ class EnhancedBalanceFetcher:
     # -- the guarded call ----------------------------------------------------------------------
 
     def call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: tuple[str, str], verbose: bool = True
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: tuple[str, str],
+        verbose: bool = True,
     ) -> Any:
         try:
             value = fn(*args, **kwargs)
@@ -162,7 +198,14 @@ class EnhancedBalanceFetcher:
             return value
         return self._retry(fn, args, kwargs, _Run(self, key, verbose), self._invalid(value))
 
-    def _retry(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: _Run, exc: BaseException) -> Any:
+    def _retry(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run: _Run,
+        exc: BaseException,
+    ) -> Any:
         while True:
             delay = run.failed(exc)
             if delay is None:
@@ -178,7 +221,12 @@ class EnhancedBalanceFetcher:
             exc = self._invalid(value)
 
     async def call_async(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: tuple[str, str], verbose: bool = True
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: tuple[str, str],
+        verbose: bool = True,
     ) -> Any:
         run: _Run | None = None
         while True:
@@ -188,7 +236,9 @@ class EnhancedBalanceFetcher:
                 error: BaseException = exc
             else:
                 if is_valid_balance(value):
-                    return run.succeeded(value) if run is not None else self._remember_fast(key, value)
+                    return (
+                        run.succeeded(value) if run is not None else self._remember_fast(key, value)
+                    )
                 error = self._invalid(value)
             run = run or _Run(self, key, verbose)
             delay = run.failed(error)
@@ -205,10 +255,14 @@ class EnhancedBalanceFetcher:
     def get_balance_with_fallback(self, broker: object, verbose: bool = True) -> Any:
         """Fetch ``broker``'s balance with retry, falling back to the last known one (seed API)."""
         raw = getattr(broker, "__wrapped__", broker)
-        name = GENERIC.first(raw, "balance") or ("fetch_balance" if callable(getattr(raw, "fetch_balance", None)) else None)
+        name = GENERIC.first(raw, "balance") or (
+            "fetch_balance" if callable(getattr(raw, "fetch_balance", None)) else None
+        )
         if name is None:
             known = ", ".join(n for n, s in GENERIC.methods.items() if s.role == "balance")
-            raise TypeError(f"{type(raw).__name__} has no balance method (looked for {known}, fetch_balance)")
+            raise TypeError(
+                f"{type(raw).__name__} has no balance method (looked for {known}, fetch_balance)"
+            )
         key = (account_key(raw, self.account), name)
         return self.call(getattr(raw, name), (), {}, key, verbose)
 
@@ -249,7 +303,9 @@ class EnhancedBalanceFetcher:
         return redact(exc, self._secrets)[:300] or type(exc).__name__
 
     def _invalid(self, value: Any) -> InvalidResponseError:
-        return InvalidResponseError(f"broker returned an invalid balance: {redact(repr(value), self._secrets)[:100]}")
+        return InvalidResponseError(
+            f"broker returned an invalid balance: {redact(repr(value), self._secrets)[:100]}"
+        )
 
     def remember(self, key: tuple[str, str], value: Any) -> None:
         """Keep a valid balance; written to disk at most every ``persist_interval_seconds``."""
@@ -262,7 +318,9 @@ class EnhancedBalanceFetcher:
             health.last_success_at = now
             recovered = health.consecutive_errors
             health.consecutive_errors = 0
-            due = now - self._persisted_at.get(key, -math.inf) >= self.policy.persist_interval_seconds
+            due = (
+                now - self._persisted_at.get(key, -math.inf) >= self.policy.persist_interval_seconds
+            )
         if due or recovered:
             self._persist(key)
 
@@ -275,30 +333,42 @@ class EnhancedBalanceFetcher:
             health.last_error_at = now
 
     def fallback(self, key: tuple[str, str], error: BaseException | None) -> Any:
+        """The last known balance of ``key`` with a loud warning, or ``BalanceUnavailableError``
+        when there is none or it is older than ``max_fallback_age_minutes``."""
         self._load()
-        self._persist(key)  # flush the newest good value and the error count before serving from it
+        self._persist(key)  # flush the newest good value and the error count before serving it
         with self._lock:
             entry = self._last.get(key)
             health = self._health.get(key[0], AccountHealth())
         now = self.clock()
         reason = self.redact(error) if error is not None else "unknown error"
+        account = key[0]
         if entry is None:
-            emit(self.on_event, GuardEvent("balance_unavailable", now, None, {"account": key[0], "error": reason}))
+            detail: dict[str, Any] = {"account": account, "error": reason}
+            emit(self.on_event, GuardEvent("balance_unavailable", now, None, detail))
             raise BalanceUnavailableError(
-                f"balance of {key[0]} unavailable after {self.policy.max_attempts} attempts ({reason}) and no "
-                "last known balance exists; check connectivity and credentials",
+                f"balance of {account} unavailable after {self.policy.max_attempts} attempts "
+                f"({reason}) and no last known balance exists; check connectivity and credentials",
                 cause=error,
             )
         value, fetched_at = entry
         age_min = max(0.0, now - fetched_at) / 60
         limit = self.policy.max_fallback_age_minutes
         if limit is not None and age_min > limit:
-            emit(self.on_event, GuardEvent("balance_unavailable", now, None, {"account": key[0], "age_minutes": age_min}))
+            detail = {"account": account, "age_minutes": age_min}
+            emit(self.on_event, GuardEvent("balance_unavailable", now, None, detail))
             raise BalanceUnavailableError(
-                f"balance of {key[0]} unavailable ({reason}); the last known one is {age_min:.1f} min old, "
-                f"over the {limit} min limit (balance_fetcher.max_fallback_age_minutes)",
+                f"balance of {account} unavailable ({reason}); the last known one is "
+                f"{age_min:.1f} min old, over the {limit} min limit "
+                "(balance_fetcher.max_fallback_age_minutes)",
                 cause=error,
             )
+        self._log_fallback(value, age_min, health.consecutive_errors)
+        detail = {"account": account, "age_minutes": age_min, "error": reason}
+        emit(self.on_event, GuardEvent("fallback", now, None, detail))
+        return value
+
+    def _log_fallback(self, value: Any, age_min: float, errors: int) -> None:
         bar = "=" * 70
         log.warning(
             "\n%s\n⚠️  USING FALLBACK BALANCE\n%s\n   Last Known Balance: %s\n   Age: %.1f minutes\n"
@@ -308,15 +378,16 @@ class EnhancedBalanceFetcher:
             bar,
             describe_balance(value),
             age_min,
-            health.consecutive_errors,
+            errors,
             bar,
         )
-        if age_min > self.policy.cache_timeout_minutes:
+        limit = self.policy.cache_timeout_minutes
+        if age_min > limit:
             log.warning(
-                "⚠️  Fallback balance is %.1f minutes old (over %.0f): treat it with care", age_min, self.policy.cache_timeout_minutes
+                "⚠️  Fallback balance is %.1f minutes old (over %.0f): treat it with care",
+                age_min,
+                limit,
             )
-        emit(self.on_event, GuardEvent("fallback", now, None, {"account": key[0], "age_minutes": age_min, "error": reason}))
-        return value
 
     def _persist(self, key: tuple[str, str]) -> None:
         with self._lock:
@@ -329,13 +400,24 @@ class EnhancedBalanceFetcher:
             if entry is not None:
                 old = data.setdefault("balances", {}).get(record_key)
                 if old is None or parse_utc_iso(old["fetched_at"]) <= entry[1]:
-                    value = {k: v for k, v in entry[0].items() if k != "info"} if isinstance(entry[0], Mapping) else entry[0]
-                    data["balances"][record_key] = {"account": key[0], "call": key[1], "value": value, "fetched_at": utc_iso(entry[1])}
+                    value = (
+                        {k: v for k, v in entry[0].items() if k != "info"}
+                        if isinstance(entry[0], Mapping)
+                        else entry[0]
+                    )
+                    data["balances"][record_key] = {
+                        "account": key[0],
+                        "call": key[1],
+                        "value": value,
+                        "fetched_at": utc_iso(entry[1]),
+                    }
             data.setdefault("accounts", {})[key[0]] = {
                 "consecutive_errors": health.consecutive_errors,
                 "last_error": health.last_error,
                 "last_error_at": utc_iso(health.last_error_at) if health.last_error_at else None,
-                "last_success_at": utc_iso(health.last_success_at) if health.last_success_at else None,
+                "last_success_at": utc_iso(health.last_success_at)
+                if health.last_success_at
+                else None,
             }
 
         try:
@@ -344,7 +426,8 @@ class EnhancedBalanceFetcher:
             log.error("last known balance not saved (%s); it stays in memory", exc)
 
     def _load(self) -> None:
-        """Read persisted balances once, so a restart during an outage still has one (with its true age)."""
+        """Read persisted balances once, so a restart during an outage still has one (with its true
+        age)."""
         if self._loaded:
             return
         self._loaded = True
@@ -360,12 +443,16 @@ class EnhancedBalanceFetcher:
                     fetched_at = parse_utc_iso(record["fetched_at"])
                 except (KeyError, TypeError, ValueError):
                     continue
-                if is_valid_balance(record.get("value")) and (key not in self._last or self._last[key][1] < fetched_at):
+                if is_valid_balance(record.get("value")) and (
+                    key not in self._last or self._last[key][1] < fetched_at
+                ):
                     self._last[key] = (record["value"], fetched_at)
             for account, raw in data.get("accounts", {}).items():
                 if account not in self._health and isinstance(raw, dict):
                     self._health[account] = AccountHealth(
                         consecutive_errors=int(raw.get("consecutive_errors") or 0),
                         last_error=raw.get("last_error"),
-                        last_success_at=parse_utc_iso(raw["last_success_at"]) if raw.get("last_success_at") else None,
+                        last_success_at=parse_utc_iso(raw["last_success_at"])
+                        if raw.get("last_success_at")
+                        else None,
                     )

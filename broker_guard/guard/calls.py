@@ -77,10 +77,16 @@ class PriceBody:
         self.freeze = freeze = ctx.freeze
         self.extract = extract = spec.price
         self.transient = ctx.balance.transient_exceptions
-        pname, known, canonical, admit, slow = spec.symbol, known_symbols, canonical_symbol, self.admit, self.settle
+        pname, known, canonical, admit, slow = (
+            spec.symbol or "",
+            known_symbols,
+            canonical_symbol,
+            self.admit,
+            self.settle,
+        )
 
         def enter(args: Args, kwargs: Kwargs) -> Ticket:
-            symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)  # type: ignore[arg-type]
+            symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)
             if not isinstance(symbol, str):
                 return None  # no symbol to judge: the broker's own answer
             canon = known.get(symbol) or canonical(symbol)
@@ -117,7 +123,9 @@ class PriceBody:
             return value
         symbol, canon, mode = self.unpack(ticket)
         if self.extract(value) is None:
-            error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(value), self.ctx.secrets)[:80]}")
+            error = InvalidResponseError(
+                f"invalid price for {symbol}: {redact(repr(value), self.ctx.secrets)[:80]}"
+            )
             self.report(symbol, canon, mode, error, FailureKind.INVALID_RESPONSE)
             raise error
         if mode or canon in self.freeze.failing:
@@ -136,8 +144,11 @@ class PriceBody:
             if mode == PROBE:
                 self.freeze.end_probe(canon)
 
-    def report(self, symbol: str, canon: str, mode: int, exc: BaseException, kind: FailureKind | None) -> None:
-        """Tell the freeze manager; a probe ends here, with a verdict or (outage, cancellation) without."""
+    def report(
+        self, symbol: str, canon: str, mode: int, exc: BaseException, kind: FailureKind | None
+    ) -> None:
+        """Tell the freeze manager; a probe ends here, with a verdict or (outage, cancellation)
+        without."""
         try:
             if not isinstance(exc, Exception):
                 return  # cancelled or interrupted: no verdict on the symbol
@@ -166,7 +177,12 @@ class TickersBody:
         """The call's arguments with refused symbols left out, and each kept symbol's mode."""
         symbols = arg(args, kwargs, self.index, self.pname)
         if symbols is None:
-            return args, kwargs, _NONE_MODES  # every symbol: frozen ones are dropped from the answer
+            # every symbol: frozen ones are dropped from the answer
+            return (
+                args,
+                kwargs,
+                _NONE_MODES,
+            )
         modes: dict[str, int] = {}
         try:
             for symbol in symbols:
@@ -205,7 +221,9 @@ class TickersBody:
             return False
         mode = modes.pop(symbol, ALLOW)
         if price.extract(ticker) is None:
-            error = InvalidResponseError(f"invalid price for {symbol}: {redact(repr(ticker), price.ctx.secrets)[:80]}")
+            error = InvalidResponseError(
+                f"invalid price for {symbol}: {redact(repr(ticker), price.ctx.secrets)[:80]}"
+            )
             price.report(symbol, canon, mode, error, FailureKind.INVALID_RESPONSE)
             return False
         if mode or canon in price.freeze.failing:
@@ -236,7 +254,9 @@ class OrderBody:
 
     def enter(self, args: Args, kwargs: Kwargs) -> Ticket:
         symbol = arg(args, kwargs, self.symbol_index, self.pname)
-        if isinstance(symbol, str) and not self.is_exit(arg(args, kwargs, self.side_index, self.sname), kwargs):
+        if isinstance(symbol, str) and not self.is_exit(
+            arg(args, kwargs, self.side_index, self.sname), kwargs
+        ):
             self.freeze.check_entry(canonical_symbol(symbol))
         return None
 
@@ -373,7 +393,9 @@ def call_signature(name: str, args: Args, kwargs: Kwargs) -> str:
 # -- the generated method --------------------------------------------------------------------
 
 
-def make_method(ctx: GuardContext, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]) -> Callable[..., Any]:
+def make_method(
+    ctx: GuardContext, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]
+) -> Callable[..., Any]:
     """The guarded method for broker method ``name``, named and signed like it."""
     broker = ctx.broker
     if spec.role == "balance":

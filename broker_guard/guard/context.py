@@ -42,5 +42,6 @@ class GuardContext:
     is_async: bool
 
     def run(self, work: Callable[[], T]) -> Any:
-        """Run a liquidation job: directly, or for an async broker as an awaitable (``async_bridge``)."""
+        """Run a liquidation job: directly, or for an async broker as an awaitable
+        (``async_bridge``)."""
         return run_in_thread(work) if self.is_async else work()

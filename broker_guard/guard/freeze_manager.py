@@ -40,7 +40,11 @@ BAR = "=" * 70
 
 def shipped_restricted_symbols() -> list[str]:
     """The restricted list the package ships (AUT-USD), used until a data dir has its own."""
-    text = resources.files("broker_guard").joinpath("restricted_symbols.json").read_text(encoding="utf-8")
+    text = (
+        resources.files("broker_guard")
+        .joinpath("restricted_symbols.json")
+        .read_text(encoding="utf-8")
+    )
     return list(json.loads(text)["restricted_symbols"])
 
 
@@ -85,7 +89,9 @@ class SymbolFreezeManager:
         """ALLOW, PROBE (the one call after a cooldown, whose slot the caller must settle or
         release with ``end_probe``), or raise for a frozen or restricted symbol."""
         now = self._refreshed()
-        verdict = rules.admit(self._book, canon, now, entry=entry, probe_free=canon not in self._probing)
+        verdict = rules.admit(
+            self._book, canon, now, entry=entry, probe_free=canon not in self._probing
+        )
         if verdict is Verdict.ALLOW:
             return ALLOW
         if verdict is Verdict.PROBE and self._take_probe(canon, now):
@@ -107,7 +113,8 @@ class SymbolFreezeManager:
         raise self._refusal(canon, verdict, order=True)
 
     def record_success(self, canon: str, *, probe: bool = False) -> None:
-        """Reset the failure count; a successful probe unfreezes. Cheap when there is nothing to reset."""
+        """Reset the failure count; a successful probe unfreezes. Cheap when there is nothing to
+        reset."""
         if probe:
             self.end_probe(canon)
             self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
@@ -123,7 +130,12 @@ class SymbolFreezeManager:
         """Count a failure of ``kind`` about ``symbol``; True when the symbol is (now) frozen."""
         canon = canonical_symbol(symbol)
         if not rules.counts_toward_freeze(kind, self.policy):
-            log.debug("price failure for %s not counted toward freezing: %s is %s", symbol, error, kind.value)
+            log.debug(
+                "price failure for %s not counted toward freezing: %s is %s",
+                symbol,
+                error,
+                kind.value,
+            )
             return canon in self._book.frozen
         message = redact(error, self._secrets)[:_MAX_ERROR_CHARS] or kind.value
         now = self.clock()
@@ -134,7 +146,13 @@ class SymbolFreezeManager:
         result = self._persist(lambda doc: rules.record_failure(doc, failure, self.policy))
         count, transition = result if result is not None else (self.failing.get(canon, 0) + 1, None)
         threshold = self.policy.failure_threshold
-        log.warning("⚠️  Price fetch failed for %s (%d/%d): %s", symbol, min(count, threshold), threshold, message)
+        log.warning(
+            "⚠️  Price fetch failed for %s (%d/%d): %s",
+            symbol,
+            min(count, threshold),
+            threshold,
+            message,
+        )
         detail = {"count": count, "error": message, "kind": kind.value}
         emit(self._on_event, GuardEvent("failure", now, symbol, detail))
         if transition in (Transition.FROZEN, Transition.REFROZEN):
@@ -143,7 +161,9 @@ class SymbolFreezeManager:
 
     # -- seed API ----------------------------------------------------------------------------
 
-    def record_price_fetch_failure(self, symbol: str, error: BaseException | str = "", *, kind: FailureKind | None = None) -> bool:
+    def record_price_fetch_failure(
+        self, symbol: str, error: BaseException | str = "", *, kind: FailureKind | None = None
+    ) -> bool:
         """Count a failure about ``symbol``; returns True when the symbol is (now) frozen.
 
         Transient, broker-wide failures (network, timeout, rate limit) and
@@ -152,7 +172,8 @@ class SymbolFreezeManager:
         return self.record_failure(symbol, error, kind or classify(error))
 
     def record_price_fetch_success(self, symbol: str) -> None:
-        """Seed API: a good price resets the count (and unfreezes a symbol whose cooldown passed)."""
+        """Seed API: a good price resets the count (and unfreezes a symbol whose cooldown
+        passed)."""
         canon = canonical_symbol(symbol)
         self.record_success(canon, probe=rules.cooled_down(self._book, canon, self.clock()))
 
@@ -165,7 +186,9 @@ class SymbolFreezeManager:
         self._refresh()
         return canonical_symbol(symbol) in self._book.restricted
 
-    def freeze(self, symbol: str, reason: str = "frozen by operator", *, manual_review: bool = True) -> FrozenSymbol:
+    def freeze(
+        self, symbol: str, reason: str = "frozen by operator", *, manual_review: bool = True
+    ) -> FrozenSymbol:
         """Freeze ``symbol`` now, whatever its failure count."""
         canon = canonical_symbol(symbol)
         now = self.clock()
@@ -189,7 +212,11 @@ class SymbolFreezeManager:
         if removed is None and was is None:
             return False
         display = (was.symbol if was else None) or str((removed or {}).get("symbol", symbol))
-        log.warning("✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; trading resumes.", display, reason)
+        log.warning(
+            "✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; trading resumes.",
+            display,
+            reason,
+        )
         emit(self._on_event, GuardEvent("unfreeze", self.clock(), display, {"reason": reason}))
         return True
 
@@ -226,7 +253,9 @@ class SymbolFreezeManager:
         return {
             "frozen_count": len(book.frozen),
             "frozen_symbols": sorted(info.symbol for info in book.frozen.values()),
-            "manual_review_required": sorted(i.symbol for i in book.frozen.values() if i.manual_review),
+            "manual_review_required": sorted(
+                i.symbol for i in book.frozen.values() if i.manual_review
+            ),
             "pending_freezes": len(pending),
             "pending_symbols": dict(sorted(pending.items())),
             "restricted_count": len(book.restricted),
@@ -246,8 +275,15 @@ class SymbolFreezeManager:
                 return False
             self._probing.add(canon)
         try:
-            log.info("Probing frozen symbol %s after its %.1fh cooldown", info.symbol, info.cooldown_hours)
-            emit(self._on_event, GuardEvent("probe", now, info.symbol, {"frozen_at": info.frozen_at_iso}))
+            log.info(
+                "Probing frozen symbol %s after its %.1fh cooldown",
+                info.symbol,
+                info.cooldown_hours,
+            )
+            emit(
+                self._on_event,
+                GuardEvent("probe", now, info.symbol, {"frozen_at": info.frozen_at_iso}),
+            )
         except BaseException:  # a failing log handler must not leave the slot taken
             self.end_probe(canon)
             raise
@@ -256,10 +292,20 @@ class SymbolFreezeManager:
     def _refusal(self, canon: str, verdict: Verdict, *, order: bool) -> Exception:
         prefix = "order refused: " if order else ""
         if verdict is Verdict.RESTRICTED:
-            hint = "" if order else f"; remove it with `broker-guard unrestrict {canon}` if that is wrong"
-            return SymbolRestrictedError(f"{prefix}{canon} is restricted and is never traded{hint}", symbol=canon)
+            hint = (
+                ""
+                if order
+                else f"; remove it with `broker-guard unrestrict {canon}` if that is wrong"
+            )
+            return SymbolRestrictedError(
+                f"{prefix}{canon} is restricted and is never traded{hint}", symbol=canon
+            )
         info = self._book.frozen[canon]
-        what = f"({info.reason}); exits stay allowed. Review" if order else f"({info.reason}; last error: {info.last_error}); review"
+        what = (
+            f"({info.reason}); exits stay allowed. Review"
+            if order
+            else f"({info.reason}; last error: {info.last_error}); review"
+        )
         return SymbolFrozenError(
             f"{prefix}{info.symbol} is frozen since {info.frozen_at_iso} {what} it, then "
             f"unfreeze_symbol({info.symbol!r}) or `broker-guard unfreeze {info.symbol}`",
@@ -277,7 +323,8 @@ class SymbolFreezeManager:
         )
         log.warning(
             "\n%s\n❄️  SYMBOL %s: %s\n%s\n   Reason: %s\n   Last Error: %s\n   Freeze Time: %s\n\n"
-            "   ⚠️  MANUAL REVIEW REQUIRED\n   Possible causes:\n   - Symbol delisted from exchange\n"
+            "   ⚠️  MANUAL REVIEW REQUIRED\n   Possible causes:\n   - Symbol delisted from "
+            "exchange\n"
             "   - Trading temporarily suspended\n   - Symbol mapping issue (e.g., AUT-USD)\n"
             "   - Network/API connectivity issue\n\n   %s\n"
             "   Use unfreeze_symbol() to manually unfreeze if resolved\n%s",
@@ -330,7 +377,8 @@ class SymbolFreezeManager:
         return now
 
     def _refresh(self, *, now: float | None = None, force: bool = False) -> None:
-        """Reload state another process changed: at most once per ``refresh_interval``, one stat each."""
+        """Reload state another process changed: at most once per ``refresh_interval``, one stat
+        each."""
         now = self.clock() if now is None else now
         if not force and now < self.next_refresh:
             return
@@ -340,10 +388,13 @@ class SymbolFreezeManager:
             if force or version != self._versions.get(name):
                 try:
                     doc = self.store.read(name)
-                except StoreError as exc:  # a lock held past its timeout: trade on what this process knows
+                except (
+                    StoreError
+                ) as exc:  # a lock held past its timeout: trade on what this process knows
                     self._store_problem = str(exc)
                     log.warning(
-                        "freeze state not reloaded (%s); using this process's copy until the next refresh",
+                        "freeze state not reloaded (%s); using this process's copy until the next "
+                        "refresh",
                         exc,
                     )
                     continue
@@ -353,14 +404,20 @@ class SymbolFreezeManager:
     def _load_state(self, doc: dict[str, Any]) -> None:
         book, malformed = rules.read_book(doc, self._book.restricted, self.clock())
         for canon, problem in malformed:
-            log.error("frozen record for %s is malformed (%s); keeping it frozen for review", canon, problem)
+            log.error(
+                "frozen record for %s is malformed (%s); keeping it frozen for review",
+                canon,
+                problem,
+            )
         self._set_book(book)
 
     def _load_restricted(self, doc: dict[str, Any]) -> None:
         symbols = doc.get("symbols")
         if not isinstance(symbols, list):
             symbols = shipped_restricted_symbols()
-        restricted = frozenset(canonical_symbol(s) for s in symbols if isinstance(s, str) and s.strip())
+        restricted = frozenset(
+            canonical_symbol(s) for s in symbols if isinstance(s, str) and s.strip()
+        )
         with self._lock:
             self._set_book(Book(self._book.frozen, self._book.counts, restricted))
 

@@ -55,17 +55,33 @@ class Profile:
 
     def first(self, broker: object, role: str) -> str | None:
         """The broker's first method (in profile order) that plays ``role``."""
-        return next((n for n, s in self.methods.items() if s.role == role and callable(getattr(broker, n, None))), None)
+        return next(
+            (
+                n
+                for n, s in self.methods.items()
+                if s.role == role and callable(getattr(broker, n, None))
+            ),
+            None,
+        )
 
     @classmethod
-    def custom(cls, mapping: Mapping[str, str | MethodSpec], *, base: Profile | None = None, name: str = "custom") -> Profile:
-        """Name your broker's methods: ``{"quote": MethodSpec("price", symbol="ticker"), "cash": "balance"}``."""
+    def custom(
+        cls,
+        mapping: Mapping[str, str | MethodSpec],
+        *,
+        base: Profile | None = None,
+        name: str = "custom",
+    ) -> Profile:
+        """Name your broker's methods: ``{"quote": MethodSpec("price", symbol="ticker"), "cash":
+        "balance"}``."""
         methods = dict(base.methods) if base is not None else {}
         for method, spec in mapping.items():
             if isinstance(spec, str):
                 spec = MethodSpec(spec, symbol="symbol" if spec in ("price", "order") else None)
             if not isinstance(spec, MethodSpec):
-                raise TypeError(f"profile entry {method!r} must be a role name or a MethodSpec, got {spec!r}")
+                raise TypeError(
+                    f"profile entry {method!r} must be a role name or a MethodSpec, got {spec!r}"
+                )
             methods[method] = spec
         return cls(name, methods)
 
@@ -118,7 +134,9 @@ def is_ccxt(broker: object) -> bool:
     return any(c.__module__.split(".", 1)[0] == "ccxt" for c in type(broker).__mro__)
 
 
-def resolve_profile(broker: object, profile: str | Profile | Mapping[str, str | MethodSpec] = "auto") -> Profile:
+def resolve_profile(
+    broker: object, profile: str | Profile | Mapping[str, str | MethodSpec] = "auto"
+) -> Profile:
     if isinstance(profile, Profile):
         return profile
     if isinstance(profile, Mapping):
@@ -127,11 +145,15 @@ def resolve_profile(broker: object, profile: str | Profile | Mapping[str, str | 
         return CCXT if is_ccxt(broker) else GENERIC
     if profile in PROFILES:
         return PROFILES[profile]
-    raise ValueError(f"profile must be 'auto', {', '.join(map(repr, PROFILES))}, a Profile or a mapping; got {profile!r}")
+    raise ValueError(
+        f"profile must be 'auto', {', '.join(map(repr, PROFILES))}, a Profile or a mapping; got "
+        f"{profile!r}"
+    )
 
 
 def param_index(func: Callable[..., Any], name: str | None) -> int:
-    """Position of parameter ``name`` in a bound method's call, -1 when it is keyword-only or absent."""
+    """Position of parameter ``name`` in a bound method's call, -1 when it is keyword-only or
+    absent."""
     if name is None:
         return -1
     try:
@@ -140,7 +162,9 @@ def param_index(func: Callable[..., Any], name: str | None) -> int:
         return 0
     for index, param in enumerate(params):
         if param.name == name:
-            return index if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else -1
+            return (
+                index if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else -1
+            )
     return 0 if name == "symbol" and params and params[0].kind != param.VAR_KEYWORD else -1
 
 

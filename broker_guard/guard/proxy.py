@@ -1,4 +1,5 @@
-"""BrokerProxy: the ``wrapt.ObjectProxy`` under ``GuardedBroker`` that guards a broker's role methods.
+"""BrokerProxy: the ``wrapt.ObjectProxy`` under ``GuardedBroker`` that guards a broker's role
+methods.
 
 Every attribute of the broker still works and ``isinstance(guarded,
 type(broker))`` holds. The methods a profile names are intercepted by
@@ -25,7 +26,13 @@ from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.guard.calls import make_method
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
-from broker_guard.guard.profiles import MethodSpec, Profile, account_key, param_index, resolve_profile
+from broker_guard.guard.profiles import (
+    MethodSpec,
+    Profile,
+    account_key,
+    param_index,
+    resolve_profile,
+)
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, secrets_of
 from broker_guard.state.base import Store
@@ -35,7 +42,8 @@ log = redact_logger("broker_guard.proxy")
 
 
 class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
-    """Wrap ``broker``; strategy code keeps calling the same methods (``GuardedBroker`` is the public face).
+    """Wrap ``broker``; strategy code keeps calling the same methods (``GuardedBroker`` is the
+    public face).
 
     ``config``: a ``GuardConfig`` (default: ``GuardConfig.load()``, file and
     environment). ``store``: where shared state lives (default: what
@@ -49,7 +57,9 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     _guard_own_api: tuple[str, ...] = ()  # the subclass's own methods, which shadow the broker's
     _guard_layout: _Layout = ()  # set on the per-guard subclass
 
-    def __new__(cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any) -> BrokerProxy:
+    def __new__(
+        cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any
+    ) -> BrokerProxy:
         if isinstance(broker, BrokerProxy):
             raise TypeError("this broker is already guarded; wrap the raw broker once")
         layout = _layout(broker, resolve_profile(broker, profile))
@@ -70,10 +80,7 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         transient_exceptions: tuple[type[BaseException], ...] = (),
     ) -> None:
         super().__init__(broker)
-        if config is None:
-            config = GuardConfig.load()
-        elif not isinstance(config, GuardConfig):
-            raise ConfigError("config", type(config).__name__, "a GuardConfig (build one with GuardConfig.load(...))")
+        config = _checked(config)
         clock = clock or system_clock
         secrets = secrets_of(broker)
         if store is None:
@@ -115,6 +122,9 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             is_async=any(is_async for _, _, is_async, _ in layout),
         )
         _install_methods(self._self_ctx, type(self), layout)
+        self._self_warn_shadowed(broker)
+
+    def _self_warn_shadowed(self, broker: object) -> None:
         shadowed = [n for n in self._guard_own_api if hasattr(type(broker), n)]
         if shadowed:
             log.warning(
@@ -127,7 +137,8 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
 
     @property
     def guard_context(self) -> GuardContext:
-        """The guard's parts as one typed object (what liquidation, health and maintenance work on)."""
+        """The guard's parts as one typed object (what liquidation, health and maintenance work
+        on)."""
         return self._self_ctx  # type: ignore[no-any-return]
 
     @property
@@ -148,17 +159,36 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
 
     def __repr__(self) -> str:
         ctx = self._self_ctx
-        return redact(f"<{type(self).__mro__[1].__name__} account={ctx.account!r} of {ctx.broker!r}>", ctx.secrets)
+        return redact(
+            f"<{type(self).__mro__[1].__name__} account={ctx.account!r} of {ctx.broker!r}>",
+            ctx.secrets,
+        )
+
+
+def _checked(config: object) -> GuardConfig:
+    if config is None:
+        return GuardConfig.load()
+    if not isinstance(config, GuardConfig):
+        raise ConfigError(
+            "config", type(config).__name__, "a GuardConfig (build one with GuardConfig.load(...))"
+        )
+    return config
 
 
 _Layout = tuple[tuple[str, MethodSpec, bool, tuple[int, int]], ...]
 
 
 def _layout(broker: object, profile: Profile) -> _Layout:
-    """One entry per role method ``broker`` has: name, spec, async or not, and where symbol and side are."""
+    """One entry per role method ``broker`` has: name, spec, async or not, and where symbol and side
+    are."""
     present = profile.present(broker)
     return tuple(
-        (name, spec, inspect.iscoroutinefunction(getattr(broker, name)), _indexes(getattr(broker, name), spec))
+        (
+            name,
+            spec,
+            inspect.iscoroutinefunction(getattr(broker, name)),
+            _indexes(getattr(broker, name), spec),
+        )
         for name, spec in present.items()
     )
 
@@ -182,7 +212,9 @@ def _install_methods(ctx: GuardContext, sub: type, layout: _Layout) -> None:
 
 def _not_initialised(name: str) -> Callable[..., Any]:
     def refuse(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"{name}: the guard was not initialised (GuardedBroker.__init__ did not run)")
+        raise RuntimeError(
+            f"{name}: the guard was not initialised (GuardedBroker.__init__ did not run)"
+        )
 
     return refuse
 

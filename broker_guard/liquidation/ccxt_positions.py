@@ -1,4 +1,5 @@
-"""What the ccxt profile needs beyond method names: spot positions from balances, and orders the exchange accepts.
+"""What the ccxt profile needs beyond method names: spot positions from balances, and orders the
+exchange accepts.
 
 ccxt is an optional extra; nothing here imports it. Spot exchanges have no
 positions call, so holdings come from ``fetch_balance()['total']``, each
@@ -28,8 +29,11 @@ def is_spot(exchange: Any) -> bool:
     return default in (None, "spot")
 
 
-def spot_positions(exchange: Any, balance: Mapping[str, Any], account: str, quote_assets: Iterable[str]) -> list[Position]:
-    """One position per non-zero, non-cash asset of a ccxt balance, on its first active USD-like market."""
+def spot_positions(
+    exchange: Any, balance: Mapping[str, Any], account: str, quote_assets: Iterable[str]
+) -> list[Position]:
+    """One position per non-zero, non-cash asset of a ccxt balance, on its first active USD-like
+    market."""
     quotes = {q.upper() for q in quote_assets}
     totals = balance.get("total")
     used_raw = balance.get("used")
@@ -42,7 +46,16 @@ def spot_positions(exchange: Any, balance: Mapping[str, Any], account: str, quot
             continue
         symbol = next((f"{asset}/{q}" for q in PREFERRED_QUOTES if f"{asset}/{q}" in markets), None)
         if symbol is None:
-            out.append(Position(account, f"{asset}/USD", str(asset), quantity, source="balance", problem="no USD market: value unknown"))
+            out.append(
+                Position(
+                    account,
+                    f"{asset}/USD",
+                    str(asset),
+                    quantity,
+                    source="balance",
+                    problem="no USD market: value unknown",
+                )
+            )
             continue
         problem = None
         if markets[symbol].get("active") is False:
@@ -51,20 +64,35 @@ def spot_positions(exchange: Any, balance: Mapping[str, Any], account: str, quot
             problem = "negative balance: review by hand"
         elif (number(used.get(asset)) or 0.0) > 0:
             problem = f"{used.get(asset)} {asset} held by open orders: review by hand"
-        out.append(Position(account, symbol, str(asset), quantity, source="balance", problem=problem))
+        out.append(
+            Position(account, symbol, str(asset), quantity, source="balance", problem=problem)
+        )
     return out
 
 
 def derivative_positions(raw: Iterable[Any], account: str) -> list[Position]:
-    """ccxt ``fetch_positions``: read and valued for reports, never closed (contracts need reduce-only orders by hand)."""
+    """ccxt ``fetch_positions``: read and valued for reports, never closed (contracts need
+    reduce-only orders by hand)."""
     out = []
     for entry in raw or ():
         if not isinstance(entry, Mapping) or not isinstance(entry.get("symbol"), str):
-            out.append(Position(account, "", "?", None, problem=f"malformed position: {redact(repr(entry))[:80]}"))
+            out.append(
+                Position(
+                    account,
+                    "",
+                    "?",
+                    None,
+                    problem=f"malformed position: {redact(repr(entry))[:80]}",
+                )
+            )
             continue
         contracts = number(entry.get("contracts"))
         size = number(entry.get("contractSize")) or 1.0
-        quantity = None if contracts is None else contracts * size * (-1 if entry.get("side") == "short" else 1)
+        quantity = (
+            None
+            if contracts is None
+            else contracts * size * (-1 if entry.get("side") == "short" else 1)
+        )
         if not quantity:
             continue
         notional = number(entry.get("notional"))
@@ -82,12 +110,17 @@ def derivative_positions(raw: Iterable[Any], account: str) -> list[Position]:
     return out
 
 
-def close_amount(exchange: Any, symbol: str, quantity: float, price: float) -> tuple[float | None, str | None]:
-    """(amount to sell, None), or (None, why the exchange would refuse it) from its precision and minimums."""
+def close_amount(
+    exchange: Any, symbol: str, quantity: float, price: float
+) -> tuple[float | None, str | None]:
+    """(amount to sell, None), or (None, why the exchange would refuse it) from its precision and
+    minimums."""
     try:
         market = exchange.market(symbol)
         amount = float(exchange.amount_to_precision(symbol, quantity))
-    except Exception as exc:  # ccxt raises InvalidOrder below the amount precision, BadSymbol for no market
+    except (
+        Exception
+    ) as exc:  # ccxt raises InvalidOrder below the amount precision, BadSymbol for no market
         return None, f"below the exchange's precision or no market: {redact(exc)[:120]}"
     limits = market.get("limits") or {}
     min_amount = number((limits.get("amount") or {}).get("min"))

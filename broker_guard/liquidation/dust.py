@@ -1,4 +1,5 @@
-"""Dust: closing every position worth less than the dust threshold (seed component: Broker Dust Cleanup).
+"""Dust: closing every position worth less than the dust threshold (seed component: Broker Dust
+Cleanup).
 
 Closes, at the broker, every position worth less than the dust threshold
 (default $1): legacy positions, adopted ones, remnants of failed or partial
@@ -28,7 +29,8 @@ BAR = "=" * 70
 
 @dataclass(frozen=True)
 class DustResult(Mapping[str, Any]):
-    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every outcome.
+    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every
+    outcome.
 
     Built once a run is over; its figures are computed once, on first use.
     """
@@ -55,7 +57,9 @@ class DustResult(Mapping[str, Any]):
             "failed": self._count("failed"),
             "dry_run_would_close": self._count("dry_run"),
             "skipped": sum(1 for o in dust if o.status == "skipped"),
-            "total_value_cleaned": sum(o.usd_value or 0.0 for o in self.outcomes if o.status == "closed"),
+            "total_value_cleaned": sum(
+                o.usd_value or 0.0 for o in self.outcomes if o.status == "closed"
+            ),
             "total_dust_value": sum(o.position.usd_value or 0.0 for o in dust),
             "duration_seconds": self.duration_seconds,
             "dry_run": self.dry_run,
@@ -75,10 +79,16 @@ class DustResult(Mapping[str, Any]):
 
 
 def _fmt_qty(position: Position) -> str:
-    return f"{position.quantity:.8f} {position.asset}" if position.quantity is not None else f"? {position.asset}"
+    return (
+        f"{position.quantity:.8f} {position.asset}"
+        if position.quantity is not None
+        else f"? {position.asset}"
+    )
 
 
-def scan(ctx: GuardContext, threshold: float) -> tuple[list[Position], list[Position], list[Position]]:
+def scan(
+    ctx: GuardContext, threshold: float
+) -> tuple[list[Position], list[Position], list[Position]]:
     """(all positions valued, dust, unknown-value) for one guarded broker."""
     log.info("🔍 Fetching all positions from broker...")
     positions = value_positions(ctx, read_positions(ctx))
@@ -86,16 +96,26 @@ def scan(ctx: GuardContext, threshold: float) -> tuple[list[Position], list[Posi
     dust, unknown = [], []
     for position in positions:
         if position.worth_less_than(threshold):
-            log.info("   🗑️  DUST: %s - $%.4f (%s)", position.symbol, position.usd_value, _fmt_qty(position))
+            log.info(
+                "   🗑️  DUST: %s - $%.4f (%s)",
+                position.symbol,
+                position.usd_value,
+                _fmt_qty(position),
+            )
             dust.append(position)
         elif not position.closable:
-            log.info("   ⏭️  SKIPPED: %s - %s", position.symbol or "?", position.problem or "not closable")
+            log.info(
+                "   ⏭️  SKIPPED: %s - %s", position.symbol or "?", position.problem or "not closable"
+            )
             unknown.append(position)
     return positions, dust, unknown
 
 
-def dust_pass(ctx: GuardContext, dry_run: bool | None = None, threshold_usd: float | None = None) -> DustResult:
-    """One dust run with the guard's ``dust`` settings, each overridable: what ``guard.dust()`` runs."""
+def dust_pass(
+    ctx: GuardContext, dry_run: bool | None = None, threshold_usd: float | None = None
+) -> DustResult:
+    """One dust run with the guard's ``dust`` settings, each overridable: what ``guard.dust()``
+    runs."""
     policy = ctx.config.dust
     return run_dust_cleanup(
         ctx,
@@ -105,41 +125,63 @@ def dust_pass(ctx: GuardContext, dry_run: bool | None = None, threshold_usd: flo
     )
 
 
-def run_dust_cleanup(ctx: GuardContext, threshold: float, dry_run: bool, cap_usd: float | None) -> DustResult:
+def run_dust_cleanup(
+    ctx: GuardContext, threshold: float, dry_run: bool, cap_usd: float | None
+) -> DustResult:
+    """Scan, close every dust position (or not, in a dry run), report each position once."""
     started = time.monotonic()
-    log.info("\n%s\n🧹 STARTING BROKER-LEVEL DUST CLEANUP%s\n%s", BAR, " (DRY RUN)" if dry_run else "", BAR)
+    dry = " (DRY RUN)" if dry_run else ""
+    log.info("\n%s\n🧹 STARTING BROKER-LEVEL DUST CLEANUP%s\n%s", BAR, dry, BAR)
     positions, dust, unknown = scan(ctx, threshold)
     run = Run(ctx, "dust", dry_run, cap_usd)
-    outcomes: list[Outcome] = []
+    outcomes = _close_dust(run, dust, threshold)
+    for position in unknown:
+        why = position.problem or "not closable"
+        outcomes.append(run.record(Outcome(position, "skip", "skipped", why)))
+    outcomes += [
+        Outcome(p, "keep", "kept", "at or above the dust threshold", p.usd_value)
+        for p in positions
+        if p.closable and not p.worth_less_than(threshold)
+    ]
+    elapsed = time.monotonic() - started
+    result = DustResult(len(positions), threshold, dry_run, elapsed, tuple(outcomes))
+    _log_summary(result, len(unknown))
+    return result
+
+
+def _close_dust(run: Run, dust: list[Position], threshold: float) -> list[Outcome]:
     if dust:
-        log.info("🚨 Found %d dust positions to clean up:\n   Total dust value: $%.4f", len(dust), sum(p.usd_value or 0 for p in dust))
+        log.info(
+            "🚨 Found %d dust positions to clean up:\n   Total dust value: $%.4f",
+            len(dust),
+            sum(p.usd_value or 0 for p in dust),
+        )
+    outcomes = []
     for position in dust:
         log.info(
             "\n🔨 %s dust position: %s\n   Quantity: %s\n   USD Value: $%.4f",
-            "Would close" if dry_run else "Closing",
+            "Would close" if run.dry_run else "Closing",
             position.symbol,
             _fmt_qty(position),
             position.usd_value,
         )
         outcomes.append(run.close(position, threshold, "close_dust"))
-    for position in unknown:
-        outcomes.append(run.record(Outcome(position, "skip", "skipped", position.problem or "not closable")))
-    for position in positions:
-        if position.closable and not position.worth_less_than(threshold):
-            outcomes.append(Outcome(position, "keep", "kept", "at or above the dust threshold", position.usd_value))
-    result = DustResult(len(positions), threshold, dry_run, time.monotonic() - started, tuple(outcomes))
+    return outcomes
+
+
+def _log_summary(result: DustResult, unknown: int) -> None:
     log.info(
-        "\n%s\n🧹 DUST CLEANUP COMPLETE%s\n%s\n   Total Found: %d\n   Successfully Closed: %d\n   Failed: %d\n"
-        "   Skipped (value unknown or changed): %d\n   Total Value Cleaned: $%.4f\n   Duration: %.2fs\n%s",
+        "\n%s\n🧹 DUST CLEANUP COMPLETE%s\n%s\n   Total Found: %d\n   Successfully Closed: %d\n"
+        "   Failed: %d\n   Skipped (value unknown or changed): %d\n"
+        "   Total Value Cleaned: $%.4f\n   Duration: %.2fs\n%s",
         BAR,
-        " (DRY RUN: nothing was sold)" if dry_run else "",
+        " (DRY RUN: nothing was sold)" if result.dry_run else "",
         BAR,
         result["total_found"],
         result["closed"],
         result["failed"],
-        result["skipped"] + len(unknown),
+        result["skipped"] + unknown,
         result["total_value_cleaned"],
         result.duration_seconds,
         BAR,
     )
-    return result

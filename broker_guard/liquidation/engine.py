@@ -45,7 +45,13 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         out = self.position.as_dict()
-        out.update(action=self.action, status=self.status, reason=self.reason, usd_value=self.usd_value, error=self.error)
+        out.update(
+            action=self.action,
+            status=self.status,
+            reason=self.reason,
+            usd_value=self.usd_value,
+            error=self.error,
+        )
         return out
 
 
@@ -84,40 +90,58 @@ class Run:
             log.error("audit record for %s not written (%s)", position.symbol, exc)
 
     def close(self, position: Position, threshold: float, action: str) -> Outcome:
-        """Close ``position`` if, valued again right now, it is still worth less than ``threshold``."""
+        """Close ``position`` if, valued again right now, it is still worth less than
+        ``threshold``."""
         if not position.worth_less_than(threshold):
-            return self.record(Outcome(position, action, "skipped", "not closable: " + (position.problem or "at or above threshold")))
-        if self.dry_run:
-            return self.record(Outcome(position, action, "dry_run", "dry run: no order placed", position.usd_value))
-        quantity, price, why = self._revalue(position)
-        if why is not None:
+            why = "not closable: " + (position.problem or "at or above threshold")
             return self.record(Outcome(position, action, "skipped", why))
-        assert quantity is not None and price is not None
+        if self.dry_run:
+            why = "dry run: no order placed"
+            return self.record(Outcome(position, action, "dry_run", why, position.usd_value))
+        fresh, why, value = self._sized(position, threshold)
+        if fresh is None:
+            return self.record(Outcome(position, action, "skipped", why, value))
+        return self._send(fresh, action)
+
+    def _sized(
+        self, position: Position, threshold: float
+    ) -> tuple[Position | None, str, float | None]:
+        """The position as it will be sold, valued again now; or None, why not, and its value."""
+        quantity, price, why = self._revalue(position)
+        if why is not None or quantity is None or price is None:
+            return None, why or "value unknown on re-read", None
         value = quantity * price
         if not value < threshold:
-            return self.record(Outcome(position, action, "skipped", f"now worth ${value:.4f}, at or above ${threshold:.2f}", value))
+            return None, f"now worth ${value:.4f}, at or above ${threshold:.2f}", value
         if self.cap_usd is not None and self.closed_usd + value > self.cap_usd:
-            return self.record(Outcome(position, action, "skipped", f"per-run cap of ${self.cap_usd:.2f} reached", value))
+            return None, f"per-run cap of ${self.cap_usd:.2f} reached", value
         raw = self.ctx.broker
         if is_ccxt(raw):
             amount, refused = close_amount(raw, position.symbol, quantity, price)
             if amount is None:
-                return self.record(Outcome(position, action, "skipped", refused or "exchange minimum", value))
+                return None, refused or "exchange minimum", value
             quantity, value = amount, amount * price
-        fresh = replace(position, quantity=quantity, price=price, usd_value=value)
+        return replace(position, quantity=quantity, price=price, usd_value=value), "", value
+
+    def _send(self, fresh: Position, action: str) -> Outcome:
+        """The pending audit line, then the order; its outcome recorded whatever happens."""
+        value = fresh.usd_value
         self.audit(Outcome(fresh, action, "pending", "order being sent", value))
         try:
-            order = resolve(place_close_order(self.ctx, fresh))  # an async broker answers with a coroutine
+            # an async broker answers with a coroutine, resolved on its own loop
+            order = resolve(place_close_order(self.ctx, fresh))
         except Exception as exc:
             message = redact(exc, self.ctx.secrets)[:300]
-            log.error("   ❌ Failed to close %s: %s", position.symbol, message)
-            return self.record(Outcome(fresh, action, "failed", "broker refused the close", value, error=message))
+            log.error("   ❌ Failed to close %s: %s", fresh.symbol, message)
+            why = "broker refused the close"
+            return self.record(Outcome(fresh, action, "failed", why, value, error=message))
         rejected = _rejection(order)
         if rejected:
-            log.error("   ❌ Failed to close %s: %s", position.symbol, rejected)
-            return self.record(Outcome(fresh, action, "failed", "broker rejected the close", value, order, rejected))
-        self.closed_usd += value
-        log.info("   ✅ Successfully closed %s", position.symbol)
+            log.error("   ❌ Failed to close %s: %s", fresh.symbol, rejected)
+            why = "broker rejected the close"
+            return self.record(Outcome(fresh, action, "failed", why, value, order, rejected))
+        self.closed_usd += value or 0.0
+        log.info("   ✅ Successfully closed %s", fresh.symbol)
         return self.record(Outcome(fresh, action, "closed", "closed at the broker", value, order))
 
     def _revalue(self, position: Position) -> tuple[float | None, float | None, str | None]:
@@ -126,7 +150,13 @@ class Run:
         except Exception as exc:
             return None, None, f"quantity re-read failed: {redact(exc, self.ctx.secrets)[:120]}"
         if quantity is None or not quantity > 0:
-            return None, None, "no long quantity left to close" if quantity is not None else "quantity unknown on re-read"
+            return (
+                None,
+                None,
+                "no long quantity left to close"
+                if quantity is not None
+                else "quantity unknown on re-read",
+            )
         price, why = price_of(self.ctx, position.symbol)
         if price is None:
             return None, None, f"value unknown on re-read ({why})"
@@ -150,7 +180,8 @@ def _rejection(order: Any) -> str | None:
 
 
 def place_close_order(ctx: GuardContext, position: Position) -> Any:
-    """Sell ``position.quantity`` through the guard, forcing past minimum trade sizes where the broker allows.
+    """Sell ``position.quantity`` through the guard, forcing past minimum trade sizes where the
+    broker allows.
 
     Preference: ``place_market_order(..., force_liquidate=True)`` (and
     ``ignore_min_trade=True`` when accepted), then ``close_position``, then
@@ -172,9 +203,16 @@ def place_close_order(ctx: GuardContext, position: Position) -> Any:
         return broker.place_market_order(symbol, "sell", quantity, **extra)
     close = getattr(raw, "close_position", None)
     if callable(close):
-        return broker.close_position(symbol, quantity) if positional_params(close) >= 2 else broker.close_position(symbol)
+        return (
+            broker.close_position(symbol, quantity)
+            if positional_params(close) >= 2
+            else broker.close_position(symbol)
+        )
     if callable(getattr(raw, "create_order", None)):
         return broker.create_order(symbol, "market", "sell", quantity)
     if callable(market):
         return broker.place_market_order(symbol, "sell", quantity)
-    raise TypeError(f"{type(raw).__name__} has no way to close a position (place_market_order, close_position, create_order)")
+    raise TypeError(
+        f"{type(raw).__name__} has no way to close a position (place_market_order, "
+        f"close_position, create_order)"
+    )

@@ -17,17 +17,26 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
     persistence = ctx.store.health().as_dict()
     alerts: list[str] = []
     if stats["frozen_count"] > config.freeze.alert_frozen_count:
-        alerts.append(f"High number of frozen symbols: {stats['frozen_count']} (limit {config.freeze.alert_frozen_count})")
+        alerts.append(
+            f"High number of frozen symbols: {stats['frozen_count']} (limit "
+            f"{config.freeze.alert_frozen_count})"
+        )
     if balance and balance["age_minutes"] > config.balance.cache_timeout_minutes:
         alerts.append(f"Balance data is old: {balance['age_minutes']:.1f} minutes")
     consecutive = errors.consecutive_errors if errors else 0
     if consecutive >= CONSECUTIVE_ERRORS_ALERT:
         alerts.append(f"Consecutive balance fetch errors: {consecutive}")
     if not persistence["ok"] or stats["store_problem"]:
-        why = "; ".join(f"{k}: {v}" for k, v in persistence["degraded"].items()) or stats["store_problem"]
+        why = (
+            "; ".join(f"{k}: {v}" for k, v in persistence["degraded"].items())
+            or stats["store_problem"]
+        )
         alerts.append(f"Persistence degraded, state kept in memory: {why}")
     if persistence["recovered"]:
-        alerts.append(f"State restored from the last good copy (damaged file kept as .corrupt-*): {', '.join(persistence['recovered'])}")
+        alerts.append(
+            f"State restored from the last good copy (damaged file kept as .corrupt-*): "
+            f"{', '.join(persistence['recovered'])}"
+        )
     return {
         "ok": not alerts,
         "alerts": alerts,

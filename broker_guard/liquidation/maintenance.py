@@ -35,7 +35,8 @@ def schedule_seconds(schedule: str) -> float | None:
 
 
 class Maintenance:
-    """Runs what is due at each ``tick``; ``start`` runs ticks on a daemon thread every ``poll`` seconds."""
+    """Runs what is due at each ``tick``; ``start`` runs ticks on a daemon thread every ``poll``
+    seconds."""
 
     def __init__(self, ctx: GuardContext, *, poll: float = 30.0) -> None:
         self.ctx = ctx
@@ -43,14 +44,18 @@ class Maintenance:
         config = ctx.config
         self.interval = schedule_seconds(config.dust.schedule) if config.dust.enabled else None
         self.next_dust: float | None = ctx.clock() + self.interval if self.interval else None
-        self.normalize_pending = config.normalization.enabled and config.normalization.run_on_startup
-        self.runs: list[tuple[str, Any]] = []  # (kind, result or exception) of each pass, newest last
+        self.normalize_pending = (
+            config.normalization.enabled and config.normalization.run_on_startup
+        )
+        # (kind, result or exception) of each pass, newest last
+        self.runs: list[tuple[str, Any]] = []
         self._busy = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> list[str]:
-        """Run every pass that is due now; returns their names. Skips if a pass is already running."""
+        """Run every pass that is due now; returns their names. Skips if a pass is already
+        running."""
         if not self._busy.acquire(blocking=False):
             log.info("maintenance pass still running; this tick is skipped")
             return []
@@ -73,7 +78,9 @@ class Maintenance:
         try:
             result = action()
         except Exception as exc:
-            log.exception("scheduled %s pass failed; trading goes on and the next pass runs on schedule", kind)
+            log.exception(
+                "scheduled %s pass failed; trading goes on and the next pass runs on schedule", kind
+            )
             result = exc
         self.runs.append((kind, result))
         del self.runs[:-20]
@@ -82,7 +89,9 @@ class Maintenance:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="broker-guard-maintenance", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="broker-guard-maintenance", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:

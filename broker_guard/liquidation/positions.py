@@ -1,4 +1,5 @@
-"""Positions normalised to one small record: lots of one symbol summed, cash dropped, problems named.
+"""Positions normalised to one small record: lots of one symbol summed, cash dropped, problems
+named.
 
 Lots of the same symbol are added up before any threshold is applied; an
 entry that cannot be read (no symbol, no quantity, short or mixed lots) keeps
@@ -28,7 +29,8 @@ USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "DAI", "TUSD", "USDP", "F
 
 @dataclass(frozen=True)
 class Position:
-    """One holding, all its lots together. ``problem`` says why it must not be closed, if it must not."""
+    """One holding, all its lots together. ``problem`` says why it must not be closed, if it must
+    not."""
 
     account: str
     symbol: str
@@ -43,7 +45,12 @@ class Position:
 
     @property
     def closable(self) -> bool:
-        return self.problem is None and self.usd_value is not None and self.quantity is not None and self.quantity > 0
+        return (
+            self.problem is None
+            and self.usd_value is not None
+            and self.quantity is not None
+            and self.quantity > 0
+        )
 
     def worth_less_than(self, threshold: float) -> bool:
         """Closable and valued below ``threshold``: the only positions a liquidation may touch."""
@@ -84,7 +91,11 @@ def _field(entry: Any, keys: Iterable[str]) -> Any:
 def parse_positions(raw: Any, account: str, quote_assets: Iterable[str]) -> list[Position]:
     """Normalise what a broker's positions call returned; lots of one symbol are summed."""
     quotes = {q.upper() for q in quote_assets}
-    entries = list(raw.values()) if isinstance(raw, Mapping) and not _field(raw, SYMBOL_KEYS) else list(raw or [])
+    entries = (
+        list(raw.values())
+        if isinstance(raw, Mapping) and not _field(raw, SYMBOL_KEYS)
+        else list(raw or [])
+    )
     if isinstance(raw, Mapping) and all(isinstance(v, (int, float, Decimal)) for v in raw.values()):
         entries = [{"currency": k, "quantity": v} for k, v in raw.items()]  # {"ETH": 0.1, ...}
     groups: dict[str, list[Position]] = {}
@@ -108,33 +119,44 @@ def _parse_one(entry: Any, account: str) -> Position:
         if isinstance(asset, str) and asset.strip():
             symbol = f"{asset.strip().upper()}-USD"
         else:
-            return Position(account, "", "?", None, problem=f"malformed entry without a symbol: {redact(repr(entry))[:80]}")
+            return Position(
+                account,
+                "",
+                "?",
+                None,
+                problem=f"malformed entry without a symbol: {redact(repr(entry))[:80]}",
+            )
     asset = asset if isinstance(asset, str) and asset.strip() else base_asset(symbol)
     quantity = number(_field(entry, QUANTITY_KEYS))
     reported = number(_field(entry, VALUE_KEYS))
     problem = None
     if quantity is None:
         problem = "malformed or missing quantity"
-    return Position(account, symbol, asset.upper(), quantity, reported_value=reported, problem=problem)
+    return Position(
+        account, symbol, asset.upper(), quantity, reported_value=reported, problem=problem
+    )
 
 
 def _merge_lots(lots: list[Position]) -> Position:
-    first = lots[0]
-    if len(lots) == 1:
-        merged = first
-    else:
-        problems = [p.problem for p in lots if p.problem]
-        quantity = None if problems else sum(p.quantity or 0.0 for p in lots)
-        reported = [p.reported_value for p in lots]
-        merged = replace(
-            first,
-            quantity=quantity,
-            reported_value=sum(r for r in reported if r is not None) if all(r is not None for r in reported) else None,
-            lots=len(lots),
-            problem=problems[0] if problems else None,
-        )
-        if any((p.quantity or 0) < 0 for p in lots) and merged.problem is None:
-            merged = replace(merged, problem="mixed long and short lots: review by hand")
+    """One position for all lots of a symbol; a short or empty result is named, never closed."""
+    merged = lots[0] if len(lots) == 1 else _sum_lots(lots)
     if merged.problem is None and merged.quantity is not None and merged.quantity <= 0:
-        merged = replace(merged, problem="short position: not closed by broker_guard" if merged.quantity < 0 else "zero quantity")
+        short = merged.quantity < 0
+        why = "short position: not closed by broker_guard" if short else "zero quantity"
+        merged = replace(merged, problem=why)
     return merged
+
+
+def _sum_lots(lots: list[Position]) -> Position:
+    problems = [p.problem for p in lots if p.problem]
+    quantity = None if problems else sum(p.quantity or 0.0 for p in lots)
+    if not problems and any((p.quantity or 0) < 0 for p in lots):
+        problems = ["mixed long and short lots: review by hand"]
+    reported = [p.reported_value for p in lots]
+    return replace(
+        lots[0],
+        quantity=quantity,
+        reported_value=None if None in reported else sum(r or 0.0 for r in reported),
+        lots=len(lots),
+        problem=problems[0] if problems else None,
+    )

@@ -26,11 +26,17 @@ def read_positions(ctx: GuardContext) -> list[Position]:
     quotes = ctx.config.guard.quote_assets
     if is_ccxt(raw_broker):
         if ccxt_positions.is_spot(raw_broker):  # fresh from the exchange: never a fallback balance
-            return ccxt_positions.spot_positions(raw_broker, resolve(raw_broker.fetch_balance()), ctx.account, quotes)
-        return ccxt_positions.derivative_positions(resolve(raw_broker.fetch_positions()), ctx.account)
+            return ccxt_positions.spot_positions(
+                raw_broker, resolve(raw_broker.fetch_balance()), ctx.account, quotes
+            )
+        return ccxt_positions.derivative_positions(
+            resolve(raw_broker.fetch_positions()), ctx.account
+        )
     method = ctx.profile.first(raw_broker, "positions")
     if method is None:
-        raise TypeError(f"{type(raw_broker).__name__} has no positions method; name one in a custom profile")
+        raise TypeError(
+            f"{type(raw_broker).__name__} has no positions method; name one in a custom profile"
+        )
     raw = resolve(getattr(ctx.guarded, method)())
     return parse_positions(raw, ctx.account, quotes)
 
@@ -40,7 +46,12 @@ def price_of(ctx: GuardContext, symbol: str) -> tuple[float | None, str | None]:
     raw_broker = ctx.broker
     profile = ctx.profile
     method = next(
-        (n for n, s in profile.methods.items() if s.role == "price" and not s.many and callable(getattr(raw_broker, n, None))), None
+        (
+            n
+            for n, s in profile.methods.items()
+            if s.role == "price" and not s.many and callable(getattr(raw_broker, n, None))
+        ),
+        None,
     )
     if method is None:
         return None, "broker has no price method"
@@ -70,23 +81,34 @@ def value_position(ctx: GuardContext, position: Position) -> Position:
     reported = position.reported_value
     tolerance = ctx.config.guard.value_tolerance
     if reported is not None and abs(value - reported) > tolerance * max(abs(reported), abs(value)):
-        return replace(position, price=price, problem=f"value unknown: computed ${value:.4f} but broker reports ${reported:.4f}")
+        return replace(
+            position,
+            price=price,
+            problem=f"value unknown: computed ${value:.4f} but broker reports ${reported:.4f}",
+        )
     return replace(position, price=price, usd_value=value)
 
 
 def value_positions(ctx: GuardContext, positions: list[Position]) -> list[Position]:
-    """Value each position; a ``scan`` event after each one lets a command line draw progress on long scans."""
+    """Value each position; a ``scan`` event after each one lets a command line draw progress on
+    long scans."""
     hook = ctx.on_event
     out = []
     for done, position in enumerate(positions, 1):
         out.append(value_position(ctx, position))
         if hook is not None:
-            emit(hook, GuardEvent("scan", ctx.clock(), position.symbol, {"done": done, "total": len(positions)}))
+            emit(
+                hook,
+                GuardEvent(
+                    "scan", ctx.clock(), position.symbol, {"done": done, "total": len(positions)}
+                ),
+            )
     return out
 
 
 def current_quantity(ctx: GuardContext, position: Position) -> float | None:
-    """The position's quantity right now: the broker's ``get_position`` if it has one, else a fresh read."""
+    """The position's quantity right now: the broker's ``get_position`` if it has one, else a fresh
+    read."""
     raw_broker = ctx.broker
     single = getattr(raw_broker, "get_position", None)
     if callable(single):

@@ -1,4 +1,5 @@
-"""The store protocol: what the guard needs from persistence, and the state document every store writes."""
+"""The store protocol: what the guard needs from persistence, and the state document every store
+writes."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ class StoreHealth:
     location: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "degraded": dict(self.degraded), "recovered": list(self.recovered), "location": self.location}
+        return {
+            "ok": self.ok,
+            "degraded": dict(self.degraded),
+            "recovered": list(self.recovered),
+            "location": self.location,
+        }
 
 
 class Store(Protocol):
-    """What the guard needs from persistence; ``JsonFileStore``, ``RedisStore`` and ``MemoryStore`` provide it.
+    """What the guard needs from persistence; ``JsonFileStore``, ``RedisStore`` and ``MemoryStore``
+    provide it.
 
     ``update(..., replay=False)`` marks a change that loosens the guard (a
     reset, an unfreeze): a store that keeps changes in memory during an
@@ -35,7 +42,9 @@ class Store(Protocol):
 
     def read(self, name: str) -> dict[str, Any]: ...
 
-    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]: ...
+    def update(
+        self, name: str, mutate: Mutation[T], *, replay: bool = True
+    ) -> tuple[dict[str, Any], T]: ...
 
     def version(self, name: str) -> Hashable: ...
 
@@ -49,7 +58,8 @@ class Store(Protocol):
 
 
 def parse_document(raw: bytes | str) -> dict[str, Any]:
-    """A state document (``schema_version``, ``data``, ...) as any store writes it; ``ValueError`` when damaged."""
+    """A state document (``schema_version``, ``data``, ...) as any store writes it; ``ValueError``
+    when damaged."""
     doc = json.loads(raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         raise ValueError("not a broker_guard state document")

@@ -26,7 +26,14 @@ from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.errors import StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.state.base import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth, T, parse_document
+from broker_guard.state.base import (
+    MAX_PENDING,
+    SCHEMA_VERSION,
+    Mutation,
+    StoreHealth,
+    T,
+    parse_document,
+)
 
 log = redact_logger("broker_guard.store")
 
@@ -34,7 +41,13 @@ log = redact_logger("broker_guard.store")
 class JsonFileStore:
     """State files ``<data_dir>/<name>.json`` (+ ``.bak``, ``.lock``) and ``<name>.jsonl`` logs."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, lock_timeout: float = 10.0, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        lock_timeout: float = 10.0,
+        clock: Clock = system_clock,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.lock_timeout = lock_timeout
         self._clock = clock
@@ -61,7 +74,9 @@ class JsonFileStore:
             self._memory[name] = data
             return copy.deepcopy(data)
 
-    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]:
+    def update(
+        self, name: str, mutate: Mutation[T], *, replay: bool = True
+    ) -> tuple[dict[str, Any], T]:
         """Apply ``mutate`` to the current state under the file lock and persist it.
 
         Returns the new state and what ``mutate`` returned. ``StoreLockTimeoutError``
@@ -82,7 +97,11 @@ class JsonFileStore:
                 return self._update_in_memory(name, mutate, f"cannot write: {exc}")
             replayed = self._pending.pop(name, None) is not None
             if self._degraded.pop(name, None) is not None or replayed:
-                log.warning("state %s is on disk again at %s; changes made in memory were replayed", name, self.data_dir)
+                log.warning(
+                    "state %s is on disk again at %s; changes made in memory were replayed",
+                    name,
+                    self.data_dir,
+                )
             self._memory[name] = data
             return copy.deepcopy(data), result
 
@@ -95,7 +114,8 @@ class JsonFileStore:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def append(self, name: str, record: dict[str, Any]) -> None:
-        """Append one JSON line, under the lock, fsynced: a crash leaves at most a torn last line."""
+        """Append one JSON line, under the lock, fsynced: a crash leaves at most a torn last
+        line."""
         line = self._redact(json.dumps(record, default=str, sort_keys=True))
         path = self.data_dir / f"{name}.jsonl"
         with self._thread_lock:
@@ -151,13 +171,19 @@ class JsonFileStore:
         lock = self._locks.get(name)
         if lock is None:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            lock = filelock.FileLock(self.data_dir / f"{name}.json.lock", timeout=self.lock_timeout, mode=0o600, thread_local=False)
+            lock = filelock.FileLock(
+                self.data_dir / f"{name}.json.lock",
+                timeout=self.lock_timeout,
+                mode=0o600,
+                thread_local=False,
+            )
             self._locks[name] = lock
         try:
             lock.acquire()
         except filelock.Timeout as exc:
             raise StoreLockTimeoutError(
-                f"state {name!r} in {self.data_dir} stayed locked by another process for {self.lock_timeout}s; "
+                f"state {name!r} in {self.data_dir} stayed locked by another process for "
+                f"{self.lock_timeout}s; "
                 "check for a hung bot or CLI holding it, or raise guard.lock_timeout_seconds",
                 cause=exc,
             ) from exc
@@ -188,7 +214,8 @@ class JsonFileStore:
         except (OSError, ValueError):
             data, source = {}, "empty state (no good copy)"
         log.critical(
-            "state file %s was corrupt (%s); moved to %s and restored from %s. Check the disk and whatever wrote it.",
+            "state file %s was corrupt (%s); moved to %s and restored from %s. Check the disk and "
+            "whatever wrote it.",
             path,
             problem,
             aside.name,
@@ -201,7 +228,9 @@ class JsonFileStore:
     def _write(self, name: str, data: dict[str, Any]) -> None:
         path = self._path(name)
         doc = {"schema_version": SCHEMA_VERSION, "updated_at": utc_iso(self._clock()), "data": data}
-        payload = self._redact(json.dumps(doc, sort_keys=True, indent=1, default=str)).encode("utf-8")
+        payload = self._redact(json.dumps(doc, sort_keys=True, indent=1, default=str)).encode(
+            "utf-8"
+        )
         fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=f".{name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -219,7 +248,9 @@ class JsonFileStore:
             raise
         _fsync_dir(self.data_dir)
 
-    def _update_in_memory(self, name: str, mutate: Mutation[T], why: str) -> tuple[dict[str, Any], T]:
+    def _update_in_memory(
+        self, name: str, mutate: Mutation[T], why: str
+    ) -> tuple[dict[str, Any], T]:
         self._degrade(name, why)
         data = copy.deepcopy(self._memory.get(name, {}))
         result = mutate(data)
@@ -231,7 +262,12 @@ class JsonFileStore:
 
     def _degrade(self, name: str, why: str) -> None:
         if name not in self._degraded:
-            log.error("state %s cannot use %s (%s); keeping it in memory. Trading goes on; fix the disk.", name, self.data_dir, why)
+            log.error(
+                "state %s cannot use %s (%s); keeping it in memory. Trading goes on; fix the disk.",
+                name,
+                self.data_dir,
+                why,
+            )
         self._degraded[name] = why
 
     def _redact(self, text: str) -> str:

@@ -24,7 +24,9 @@ class MemoryStore:
         with self._lock:
             return copy.deepcopy(self._docs.get(name, {}))
 
-    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]:
+    def update(
+        self, name: str, mutate: Mutation[T], *, replay: bool = True
+    ) -> tuple[dict[str, Any], T]:
         with self._lock:
             data = copy.deepcopy(self._docs.get(name, {}))
             result = mutate(data)

@@ -39,7 +39,13 @@ from broker_guard.config import STORE_PREFIX_PATTERN
 from broker_guard.errors import ConfigError, StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.state.base import MAX_PENDING, SCHEMA_VERSION, Mutation, StoreHealth, parse_document
+from broker_guard.state.base import (
+    MAX_PENDING,
+    SCHEMA_VERSION,
+    Mutation,
+    StoreHealth,
+    parse_document,
+)
 
 try:
     import redis
@@ -54,7 +60,9 @@ T = TypeVar("T")
 MAX_CONFLICTS = 100  # transaction retries when other workers keep changing the same document
 POLL_SECONDS = 0.1  # how long the listener waits for a message before it looks at its flags
 _BAD_DOCUMENT = (ValueError, UnicodeDecodeError)
-_UNREACHABLE: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError) if redis is not None else (OSError,)
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    (redis.ConnectionError, redis.TimeoutError, OSError) if redis is not None else (OSError,)
+)
 
 
 class RedisStore:
@@ -79,12 +87,7 @@ class RedisStore:
         max_retry_delay: float = 2.0,
         clock: Clock = system_clock,
     ) -> None:
-        if redis is None:
-            raise ConfigError("guard.store_url", redact(url), "the redis extra: pip install 'broker-guard[redis]'")
-        if not STORE_PREFIX_PATTERN.match(prefix):
-            raise ConfigError("guard.store_prefix", prefix, "1-64 characters of letters, digits and _ . : -")
-        if audit_max_records < 1:
-            raise ConfigError("guard.audit_max_records", audit_max_records, "at least 1")
+        _check_settings(url, prefix, audit_max_records)
         self.url = url
         self.prefix = prefix
         self.location = f"{redact(url)} prefix {prefix}"
@@ -95,24 +98,14 @@ class RedisStore:
         self._clock = clock
         self._secrets: set[str] = set()
         self.add_secrets(url_secrets(url))
-        try:
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                health_check_interval=10,
-                # one immediate retry (a pooled connection left stale by a server restart), never a
-                # backoff inside a trading call: an outage is handled by degrading, not by waiting
-                retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
-            )
-        except ValueError as exc:
-            raise ConfigError("guard.store_url", redact(url), f"a redis:// rediss:// or unix:// URL ({exc})") from None
+        self._client = _connect(url, socket_timeout)
         self._channel = f"{prefix}:changes"
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._memory: dict[str, dict[str, Any]] = {}  # last document seen or written, per state
         self._memory_revision: dict[str, int] = {}
-        self._revisions: dict[str, int] = {}  # newest revision known, per state (from pub/sub, reads, writes)
+        # newest revision known, per state (from pub/sub, reads, writes)
+        self._revisions: dict[str, int] = {}
         self._epoch = 0  # bumped on every (re)subscription: messages may have been missed before it
         self._pending: dict[str, list[Mutation[Any]]] = {}
         self._not_replayed = 0
@@ -121,13 +114,16 @@ class RedisStore:
         self._down: str | None = None  # why Redis is unusable; None while it works
         self._stop = threading.Event()
         self._resync = threading.Event()  # a command failed: the listener reconnects and replays
-        self._thread = threading.Thread(target=self._listen, name=f"broker-guard-redis:{prefix}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._listen, name=f"broker-guard-redis:{prefix}", daemon=True
+        )
         self._thread.start()
 
     # -- interface ---------------------------------------------------------------------------
 
     def read(self, name: str) -> dict[str, Any]:
-        """The server's document (one GET; a guard reads only after a change notice), or while Redis is down the last one seen."""
+        """The server's document (one GET; a guard reads only after a change notice), or while Redis
+        is down the last one seen."""
         if self._down is not None and self._degrade_allowed:
             return self._memory_copy(name)
         try:
@@ -136,11 +132,15 @@ class RedisStore:
             self._unreachable(exc)
             return self._memory_copy(name)
         except redis.RedisError as exc:
-            raise StoreError(f"Redis store {self.location} refused to read {name!r}: {exc}", cause=exc) from exc
+            raise StoreError(
+                f"Redis store {self.location} refused to read {name!r}: {exc}", cause=exc
+            ) from exc
         self._remember(name, data, revision)
         return copy.deepcopy(data)
 
-    def update(self, name: str, mutate: Mutation[T], *, replay: bool = True) -> tuple[dict[str, Any], T]:
+    def update(
+        self, name: str, mutate: Mutation[T], *, replay: bool = True
+    ) -> tuple[dict[str, Any], T]:
         """Apply ``mutate`` to the current document in one transaction and publish the change.
 
         While Redis is unreachable the change applies to this process's copy;
@@ -154,24 +154,36 @@ class RedisStore:
             except _UNREACHABLE as exc:
                 self._unreachable(exc)
                 return self._update_in_memory(name, mutate, replay)
-            except redis.RedisError as exc:  # e.g. out of memory, read-only replica: nothing was written
-                raise StoreError(f"Redis store {self.location} refused to write {name!r}: {exc}", cause=exc) from exc
+            except (
+                redis.RedisError
+            ) as exc:  # e.g. out of memory, read-only replica: nothing was written
+                raise StoreError(
+                    f"Redis store {self.location} refused to write {name!r}: {exc}", cause=exc
+                ) from exc
             return copy.deepcopy(data), results[0]
 
     def version(self, name: str) -> Hashable:
-        """A token that changes when any worker changes ``name``: no round trip, kept by the listener."""
+        """A token that changes when any worker changes ``name``: no round trip, kept by the
+        listener."""
         return (self._epoch, self._revisions.get(name, 0))
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         """Add one audit record to the capped stream; ``StoreError`` when Redis does not take it."""
         line = redact(json.dumps(record, default=str, sort_keys=True), self._secrets)
         try:
-            self._client.xadd(f"{self.prefix}:audit:{name}", {"r": line}, maxlen=self._audit_max, approximate=False)
+            self._client.xadd(
+                f"{self.prefix}:audit:{name}",
+                {"r": line},
+                maxlen=self._audit_max,
+                approximate=False,
+            )
         except _UNREACHABLE as exc:
             self._unreachable(exc)
             with self._lock:
                 self._lines.setdefault(name, []).append(json.loads(line))
-            raise StoreError(f"audit record not written to {self.location}: {exc}", cause=exc) from exc
+            raise StoreError(
+                f"audit record not written to {self.location}: {exc}", cause=exc
+            ) from exc
 
     def read_lines(self, name: str) -> list[dict[str, Any]]:
         """The audit stream, oldest first, then any records Redis did not take."""
@@ -197,7 +209,12 @@ class RedisStore:
             if self._down is not None:
                 queued = sum(len(p) for p in self._pending.values())
                 degraded["redis"] = f"{self._down}; {queued} change(s) queued for replay"
-            return StoreHealth(ok=not degraded, degraded=degraded, recovered=list(self._recovered), location=self.location)
+            return StoreHealth(
+                ok=not degraded,
+                degraded=degraded,
+                recovered=list(self._recovered),
+                location=self.location,
+            )
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         self._secrets.update(s for s in secrets if s)
@@ -219,7 +236,8 @@ class RedisStore:
         self.close()
 
     def wait_until(self, predicate: Callable[[RedisStore], bool], timeout: float = 10.0) -> bool:
-        """Block until ``predicate(store)`` holds, woken by the listener: for tests and tools, never the hot path."""
+        """Block until ``predicate(store)`` holds, woken by the listener: for tests and tools, never
+        the hot path."""
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self), timeout=timeout)
 
@@ -228,8 +246,11 @@ class RedisStore:
     def _key(self, name: str) -> str:
         return f"{self.prefix}:state:{name}"
 
-    def _transact(self, name: str, mutations: list[Mutation[Any]]) -> tuple[dict[str, Any], list[Any]]:
-        """WATCH the document, apply ``mutations`` to a fresh copy, write it back in MULTI/EXEC; retry on a conflict."""
+    def _transact(
+        self, name: str, mutations: list[Mutation[Any]]
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """WATCH the document, apply ``mutations`` to a fresh copy, write it back in MULTI/EXEC;
+        retry on a conflict."""
         key = self._key(name)
         ttl = self._ttl_ms.get(name)
         with self._client.pipeline(transaction=True) as pipe:
@@ -279,11 +300,17 @@ class RedisStore:
         return doc["data"], revision
 
     def _encode(self, data: dict[str, Any], revision: int) -> str:
-        doc = {"schema_version": SCHEMA_VERSION, "revision": revision, "updated_at": utc_iso(self._clock()), "data": data}
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "revision": revision,
+            "updated_at": utc_iso(self._clock()),
+            "data": data,
+        }
         return redact(json.dumps(doc, sort_keys=True, default=str), self._secrets)
 
     def _recover(self, name: str, problem: Exception) -> tuple[dict[str, Any], int]:
-        """A damaged document is renamed aside and the previous good one put back, as the file store does."""
+        """A damaged document is renamed aside and the previous good one put back, as the file store
+        does."""
         key = self._key(name)
         aside = f"{key}:corrupt-{int(time.time() * 1000)}"
         bak = self._client.get(f"{key}:bak")
@@ -298,12 +325,21 @@ class RedisStore:
             pipe.set(key, payload, px=self._ttl_ms.get(name))
             pipe.publish(self._channel, f"{name} {revision + 1} {payload}")
             pipe.execute()
-        log.critical("state %s was corrupt (%s); renamed to %s and restored from %s. Check whatever wrote it.", key, problem, aside, source)
+        log.critical(
+            "state %s was corrupt (%s); renamed to %s and restored from %s. Check whatever wrote "
+            "it.",
+            key,
+            problem,
+            aside,
+            source,
+        )
         with self._lock:
             self._recovered.append(key)
         return data, revision + 1
 
-    def _update_in_memory(self, name: str, mutate: Mutation[T], replay: bool) -> tuple[dict[str, Any], T]:
+    def _update_in_memory(
+        self, name: str, mutate: Mutation[T], replay: bool
+    ) -> tuple[dict[str, Any], T]:
         data = self._memory_copy(name)
         result = mutate(data)
         self._memory[name] = data
@@ -315,8 +351,10 @@ class RedisStore:
         return copy.deepcopy(data), result
 
     def _remember(self, name: str, data: dict[str, Any], revision: int) -> None:
-        """Keep the newest document seen; while Redis is down memory holds this process's own changes, which
-        a notice read late from the socket must not overwrite (the reconnect re-fetches everything)."""
+        """Keep the newest document seen; while Redis is down memory holds this process's own
+        changes, which
+        a notice read late from the socket must not overwrite (the reconnect re-fetches
+        everything)."""
         with self._lock:
             if self._down is None and revision >= self._memory_revision.get(name, 0):
                 self._memory[name] = data
@@ -333,11 +371,13 @@ class RedisStore:
             self._changed.notify_all()
 
     def _unreachable(self, exc: BaseException) -> None:
-        """Note the outage once, loudly; the listener reconnects and replays. Raises when degrading is off."""
+        """Note the outage once, loudly; the listener reconnects and replays. Raises when degrading
+        is off."""
         with self._lock:
             if self._down is None:
                 log.error(
-                    "Redis store %s unreachable (%s): serving the last known state from memory, queueing changes "
+                    "Redis store %s unreachable (%s): serving the last known state from memory, "
+                    "queueing changes "
                     "that are safe to replay. Trading goes on; the store reconnects by itself.",
                     self.location,
                     exc,
@@ -346,10 +386,14 @@ class RedisStore:
                 self._changed.notify_all()
             self._resync.set()
         if not self._degrade_allowed:
-            raise StoreError(f"Redis store {self.location} is unreachable ({exc}); nothing was changed", cause=exc) from exc
+            raise StoreError(
+                f"Redis store {self.location} is unreachable ({exc}); nothing was changed",
+                cause=exc,
+            ) from exc
 
     def _reconnected(self) -> None:
-        """Subscribed: replay what is queued, refresh what this process holds, and bump every version."""
+        """Subscribed: replay what is queued, refresh what this process holds, and bump every
+        version."""
         with self._lock:
             replayed = 0
             for name in list(self._pending):
@@ -359,7 +403,8 @@ class RedisStore:
                 del self._pending[name]
             if self._down is not None:
                 log.warning(
-                    "Redis store %s reachable again: %d change(s) replayed, %d kept in this process only "
+                    "Redis store %s reachable again: %d change(s) replayed, %d kept in this "
+                    "process only "
                     "(resets and unfreezes are not replayed: the fleet's state moved on)",
                     self.location,
                     replayed,
@@ -372,7 +417,11 @@ class RedisStore:
             self._memory_revision.clear()
             self._revisions.clear()
             for name, (data, revision) in fetched.items():
-                self._memory[name], self._memory_revision[name], self._revisions[name] = data, revision, revision
+                self._memory[name], self._memory_revision[name], self._revisions[name] = (
+                    data,
+                    revision,
+                    revision,
+                )
             self._down = None
             self._not_replayed = 0
             self._epoch += 1
@@ -380,7 +429,8 @@ class RedisStore:
 
     def _on_message(self, message: bytes) -> None:
         """``<name> <revision> <document>``: the new document itself, so a guard cut off right after
-        a notice still knows what it announced (a freeze must not be lost between notice and read)."""
+        a notice still knows what it announced (a freeze must not be lost between notice and
+        read)."""
         name, _, rest = message.decode("utf-8", "replace").partition(" ")
         revision, _, payload = rest.partition(" ")
         if not name or not revision.isdigit():
@@ -394,7 +444,8 @@ class RedisStore:
         self._remember(name, data, int(revision))
 
     def _listen(self) -> None:
-        """Subscribe, follow change notices, and on any failure reconnect with exponential backoff."""
+        """Subscribe, follow change notices, and on any failure reconnect with exponential
+        backoff."""
         delays = _delays(self._max_retry_delay)
         while not self._stop.is_set():
             self._resync.clear()
@@ -410,15 +461,25 @@ class RedisStore:
             except _UNREACHABLE as exc:
                 if self._stop.is_set():
                     return
-                with contextlib.suppress(StoreError):  # degrading is off: callers get the error, the listener reconnects
+                with contextlib.suppress(
+                    StoreError
+                ):  # degrading is off: callers get the error, the listener reconnects
                     self._unreachable(exc)
-            except (StoreError, redis.RedisError) as exc:  # e.g. the replay kept conflicting: try again after a wait
-                log.error("Redis store %s: replay after reconnect failed (%s); retrying", self.location, exc)
+            except (
+                StoreError,
+                redis.RedisError,
+            ) as exc:  # e.g. the replay kept conflicting: try again after a wait
+                log.error(
+                    "Redis store %s: replay after reconnect failed (%s); retrying",
+                    self.location,
+                    exc,
+                )
             self._stop.wait(next(delays))
 
 
 def _dropping_on_error(name: str, mutate: Mutation[Any]) -> Mutation[Any]:
-    """A queued change that raises on replay is dropped, loudly, instead of blocking every later one."""
+    """A queued change that raises on replay is dropped, loudly, instead of blocking every later
+    one."""
 
     def run(data: dict[str, Any]) -> Any:
         try:
@@ -430,7 +491,9 @@ def _dropping_on_error(name: str, mutate: Mutation[Any]) -> Mutation[Any]:
     return run
 
 
-def _messages(pubsub: Any, stop: threading.Event, resync: threading.Event) -> Iterator[dict[str, Any]]:
+def _messages(
+    pubsub: Any, stop: threading.Event, resync: threading.Event
+) -> Iterator[dict[str, Any]]:
     while not stop.is_set() and not resync.is_set():
         message = pubsub.get_message(timeout=POLL_SECONDS)
         if message is not None:
@@ -438,10 +501,41 @@ def _messages(pubsub: Any, stop: threading.Event, resync: threading.Event) -> It
 
 
 def _delays(max_value: float) -> Iterator[float]:
-    """Reconnect waits from ``backoff``'s exponential generator: 0.05 s doubling up to ``max_value``."""
+    """Reconnect waits from ``backoff``'s exponential generator: 0.05 s doubling up to
+    ``max_value``."""
     gen = backoff.expo(base=2, factor=0.05, max_value=max_value)
     next(gen)  # the generator's priming step yields nothing
     return gen  # type: ignore[return-value]
+
+
+def _check_settings(url: str, prefix: str, audit_max_records: int) -> None:
+    if redis is None:
+        raise ConfigError(
+            "guard.store_url", redact(url), "the redis extra: pip install 'broker-guard[redis]'"
+        )
+    if not STORE_PREFIX_PATTERN.match(prefix):
+        raise ConfigError(
+            "guard.store_prefix", prefix, "1-64 characters of letters, digits and _ . : -"
+        )
+    if audit_max_records < 1:
+        raise ConfigError("guard.audit_max_records", audit_max_records, "at least 1")
+
+
+def _connect(url: str, socket_timeout: float) -> Any:
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            health_check_interval=10,
+            # one immediate retry (a pooled connection left stale by a server restart), never a
+            # backoff inside a trading call: an outage is handled by degrading, not by waiting
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            "guard.store_url", redact(url), f"a redis:// rediss:// or unix:// URL ({exc})"
+        ) from None
 
 
 def url_secrets(url: str) -> list[str]:

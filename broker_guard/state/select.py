@@ -1,4 +1,5 @@
-"""Which store a configuration names: JSON files in ``data_dir`` by default, or Redis for a fleet."""
+"""Which store a configuration names: JSON files in ``data_dir`` by default, or Redis for a
+fleet."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ from broker_guard.state.base import Store
 from broker_guard.state.files import JsonFileStore
 
 
-def store_from_config(config: GuardConfig, *, clock: Clock = system_clock, degrade: bool = True) -> Store:
-    """The store ``guard.store_url`` names: JSON files in ``data_dir`` by default, or Redis for a fleet.
+def store_from_config(
+    config: GuardConfig, *, clock: Clock = system_clock, degrade: bool = True
+) -> Store:
+    """The store ``guard.store_url`` names: JSON files in ``data_dir`` by default, or Redis for a
+    fleet.
 
     ``degrade=False`` (the CLI): an unreachable Redis is an error, not a switch to memory.
     """
     url = config.guard.store_url
     if url is None:
-        return JsonFileStore(config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock)
+        return JsonFileStore(
+            config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock
+        )
     from broker_guard.state.redis_store import RedisStore  # only now: redis is an optional extra
 
     ttl_hours = config.guard.balance_ttl_hours

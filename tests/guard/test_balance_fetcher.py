@@ -58,11 +58,15 @@ def test_delays_double_to_the_30s_cap(make_guard: Any, clock: FakeClock) -> None
 
 
 def test_jitter_stays_within_the_delay(make_guard: Any, clock: FakeClock) -> None:
-    make_guard(Flaky(*[ConnectionError("down")] * 2), balance={"jitter": True}).get_account_balance()
+    make_guard(
+        Flaky(*[ConnectionError("down")] * 2), balance={"jitter": True}
+    ).get_account_balance()
     assert 0 <= clock.sleeps[0] <= 2.0 and 0 <= clock.sleeps[1] <= 4.0
 
 
-def test_success_logs_nothing_above_debug(make_guard: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_success_logs_nothing_above_debug(
+    make_guard: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     guard = make_guard(Flaky())
     with caplog.at_level(logging.DEBUG, logger="broker_guard"):
         guard.get_account_balance()
@@ -70,8 +74,13 @@ def test_success_logs_nothing_above_debug(make_guard: Any, caplog: pytest.LogCap
     assert not [r for r in caplog.records if r.levelno > logging.DEBUG]
 
 
-@pytest.mark.parametrize("error", [PaperAuthError("invalid API key"), PermissionError("forbidden"), ValueError("bad argument")])
-def test_non_transient_errors_propagate_at_once_and_skip_the_cache(make_guard: Any, clock: FakeClock, error: Exception) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [PaperAuthError("invalid API key"), PermissionError("forbidden"), ValueError("bad argument")],
+)
+def test_non_transient_errors_propagate_at_once_and_skip_the_cache(
+    make_guard: Any, clock: FakeClock, error: Exception
+) -> None:
     broker = Flaky()
     guard = make_guard(broker)
     guard.get_account_balance()  # a cached balance exists
@@ -81,7 +90,9 @@ def test_non_transient_errors_propagate_at_once_and_skip_the_cache(make_guard: A
     assert broker.calls == 2 and clock.sleeps == []
 
 
-def test_fallback_serves_last_known_with_its_age(make_guard: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_fallback_serves_last_known_with_its_age(
+    make_guard: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = Flaky(good=500.0)
     guard = make_guard(broker)
     guard.get_account_balance()
@@ -94,10 +105,16 @@ def test_fallback_serves_last_known_with_its_age(make_guard: Any, clock: FakeClo
     assert "Age: 5.1 minutes" in text and "Consecutive Errors: 3" in text
     assert "Balance fetch failed permanently after 3 attempts" in text
     info = guard.balance_fetcher.get_last_known_balance()
-    assert info["balance"] == 500.0 and info["consecutive_errors"] == 3 and math.isclose(info["age_minutes"], 5.1)
+    assert (
+        info["balance"] == 500.0
+        and info["consecutive_errors"] == 3
+        and math.isclose(info["age_minutes"], 5.1)
+    )
 
 
-def test_old_fallback_warns_and_too_old_is_refused(make_guard: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_old_fallback_warns_and_too_old_is_refused(
+    make_guard: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = Flaky()
     guard = make_guard(broker, balance={"max_fallback_age_minutes": 60.0})
     guard.get_account_balance()
@@ -127,9 +144,19 @@ def test_invalid_responses_are_failures_and_never_remembered(make_guard: Any, ba
     assert guard.balance_fetcher.get_last_known_balance() is None
 
 
-@given(st.one_of(st.none(), st.floats(), st.integers(), st.text(), st.booleans(), st.dictionaries(st.text(), st.floats())))
+@given(
+    st.one_of(
+        st.none(),
+        st.floats(),
+        st.integers(),
+        st.text(),
+        st.booleans(),
+        st.dictionaries(st.text(), st.floats()),
+    )
+)
 def test_only_valid_balances_are_ever_remembered(value: Any) -> None:
-    """Property: whatever the broker answers, the cache only ever holds finite non-negative balances."""
+    """Property: whatever the broker answers, the cache only ever holds finite non-negative
+    balances."""
     clock = FakeClock()
     fetcher = EnhancedBalanceFetcher(BalancePolicy(max_attempts=1), clock=clock, sleep=clock.sleep)
     try:
@@ -148,7 +175,9 @@ def test_rate_limit_retry_after_is_honoured_when_it_fits(make_guard: Any, clock:
     assert clock.sleeps == [7.0]
 
 
-def test_rate_limit_hint_beyond_the_budget_gives_up_to_the_fallback(make_guard: Any, clock: FakeClock) -> None:
+def test_rate_limit_hint_beyond_the_budget_gives_up_to_the_fallback(
+    make_guard: Any, clock: FakeClock
+) -> None:
     broker = Flaky()
     guard = make_guard(broker)
     guard.get_account_balance()
@@ -160,20 +189,29 @@ def test_rate_limit_hint_beyond_the_budget_gives_up_to_the_fallback(make_guard: 
 def test_total_time_budget_caps_the_call(make_guard: Any, clock: FakeClock) -> None:
     broker = Flaky(*[ConnectionError("down")] * 5)
     with pytest.raises(BalanceUnavailableError):
-        make_guard(broker, balance={"max_attempts": 5, "max_total_seconds": 5.0}).get_account_balance()
+        make_guard(
+            broker, balance={"max_attempts": 5, "max_total_seconds": 5.0}
+        ).get_account_balance()
     assert clock.sleeps == [2.0] and broker.calls == 2  # 2 + 4 would pass the 5 s budget
 
 
-def test_a_restart_during_an_outage_still_has_the_balance_with_its_true_age(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_restart_during_an_outage_still_has_the_balance_with_its_true_age(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     config = GuardConfig.load(env={}, data_dir=str(tmp_path))
     from broker_guard import GuardedBroker
 
     first = GuardedBroker(Flaky(good=750.0), config, clock=clock, sleep=clock.sleep)
     first.get_account_balance()
-    clock.advance(20 * 60)  # the process dies; twenty minutes later a new one starts during an outage
-    restarted = GuardedBroker(Flaky(*[ConnectionError("down")] * 3), config, clock=clock, sleep=clock.sleep)
+    # the process dies; twenty minutes later a new one starts during an outage
+    clock.advance(20 * 60)
+    restarted = GuardedBroker(
+        Flaky(*[ConnectionError("down")] * 3), config, clock=clock, sleep=clock.sleep
+    )
     assert restarted.get_account_balance() == 750.0
-    assert math.isclose(restarted.balance_fetcher.get_last_known_balance()["age_minutes"], 20.0, abs_tol=0.2)
+    assert math.isclose(
+        restarted.balance_fetcher.get_last_known_balance()["age_minutes"], 20.0, abs_tol=0.2
+    )
 
 
 def test_never_serves_another_accounts_balance(tmp_path: Path, clock: FakeClock) -> None:
@@ -181,9 +219,21 @@ def test_never_serves_another_accounts_balance(tmp_path: Path, clock: FakeClock)
 
     store = JsonFileStore(tmp_path)
     config = GuardConfig.load(env={})
-    rich = GuardedBroker(Flaky(good=1_000_000.0, account_id="rich"), config, store=store, clock=clock, sleep=clock.sleep)
+    rich = GuardedBroker(
+        Flaky(good=1_000_000.0, account_id="rich"),
+        config,
+        store=store,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     rich.get_account_balance()
-    poor = GuardedBroker(Flaky(*[ConnectionError("down")] * 3, account_id="poor"), config, store=store, clock=clock, sleep=clock.sleep)
+    poor = GuardedBroker(
+        Flaky(*[ConnectionError("down")] * 3, account_id="poor"),
+        config,
+        store=store,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     with pytest.raises(BalanceUnavailableError):
         poor.get_account_balance()
 
@@ -229,7 +279,12 @@ def test_thread_safety_of_concurrent_calls(make_guard: Any) -> None:
 
     guard = make_guard(PaperBroker(cash=42.0))
     results: list[float] = []
-    threads = [threading.Thread(target=lambda: results.extend(guard.get_account_balance() for _ in range(200))) for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.extend(guard.get_account_balance() for _ in range(200))
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -247,7 +302,11 @@ def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
         print(f"Balance age: {info['age_minutes']:.1f} minutes")
         print(f"Consecutive errors: {info['consecutive_errors']}")
     out = capsys.readouterr().out
-    assert "Balance: $1000.00" in out and "Balance age: 0.0 minutes" in out and "Consecutive errors: 0" in out
+    assert (
+        "Balance: $1000.00" in out
+        and "Balance age: 0.0 minutes" in out
+        and "Consecutive errors: 0" in out
+    )
 
 
 def test_seed_getter_is_shared_and_refuses_different_arguments() -> None:
@@ -259,7 +318,9 @@ def test_seed_getter_is_shared_and_refuses_different_arguments() -> None:
 
 
 def test_ccxt_style_balance_dicts_are_validated() -> None:
-    assert is_valid_balance({"free": {"USD": 10.0}, "total": {"USD": 12.0, "BTC": 0.1}, "info": {"raw": "x"}})
+    assert is_valid_balance(
+        {"free": {"USD": 10.0}, "total": {"USD": 12.0, "BTC": 0.1}, "info": {"raw": "x"}}
+    )
     assert not is_valid_balance({"total": {"USD": math.nan}})
     assert not is_valid_balance({"total": {"USD": -1.0}})
     assert not is_valid_balance({})

@@ -52,7 +52,13 @@ class Exchange:
         return {s: {"symbol": s, "last": 100.0} for s in symbols or [SYMBOL]}
 
     def create_order(
-        self, symbol: str, type: str, side: str, amount: float, price: Any = None, params: Any = None
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: float,
+        price: Any = None,
+        params: Any = None,
     ) -> dict[str, Any]:
         self.orders.append((symbol, side))
         if self.fail is not None:
@@ -61,16 +67,26 @@ class Exchange:
 
 
 class AsyncExchange(Exchange):
-    async def fetch_ticker(self, symbol: str, params: Any = None) -> dict[str, Any]:  # type: ignore[override]
+    async def fetch_ticker(  # type: ignore[override]
+        self, symbol: str, params: Any = None
+    ) -> dict[str, Any]:
         await asyncio.sleep(0)
         return Exchange.fetch_ticker(self, symbol, params)
 
-    async def fetch_tickers(self, symbols: Any = None, params: Any = None) -> dict[str, Any]:  # type: ignore[override]
+    async def fetch_tickers(  # type: ignore[override]
+        self, symbols: Any = None, params: Any = None
+    ) -> dict[str, Any]:
         await asyncio.sleep(0)
         return Exchange.fetch_tickers(self, symbols, params)
 
     async def create_order(  # type: ignore[override]
-        self, symbol: str, type: str, side: str, amount: float, price: Any = None, params: Any = None
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: float,
+        price: Any = None,
+        params: Any = None,
     ) -> dict[str, Any]:
         return Exchange.create_order(self, symbol, type, side, amount, price, params)
 
@@ -84,10 +100,13 @@ async def _await(value: Any) -> Any:
 
 
 def cooled_down_guard(is_async: bool) -> tuple[Any, Exchange, FakeClock]:
-    """A guard whose SOL/USDT was frozen and whose cooldown is over: the next price call is the probe."""
+    """A guard whose SOL/USDT was frozen and whose cooldown is over: the next price call is the
+    probe."""
     exchange: Exchange = AsyncExchange() if is_async else Exchange()
     clock = FakeClock()
-    config = GuardConfig.load(env={}, freeze={"auto_unfreeze": True, "cooldown_hours": COOLDOWN_S / 3600})
+    config = GuardConfig.load(
+        env={}, freeze={"auto_unfreeze": True, "cooldown_hours": COOLDOWN_S / 3600}
+    )
     guard = GuardedBroker(
         exchange, config, store=MemoryStore(), profile="ccxt", clock=clock, sleep=clock.sleep
     )
@@ -139,13 +158,17 @@ def test_a_probe_that_fails_on_the_symbol_refreezes_and_frees_the_slot(is_async:
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_a_probe_that_fails_transiently_frees_the_slot_without_a_verdict(path: str, is_async: bool) -> None:
-    """Before the single body, a failing fetch_tickers kept the slot: the symbol was never probed again."""
+def test_a_probe_that_fails_transiently_frees_the_slot_without_a_verdict(
+    path: str, is_async: bool
+) -> None:
+    """Before the single body, a failing fetch_tickers kept the slot: the symbol was never probed
+    again."""
     guard, exchange, _clock = cooled_down_guard(is_async)
     exchange.fail = NetworkError("connection reset")
     with pytest.raises(NetworkError):
         PATHS[path](guard)
-    assert guard.freeze_manager.is_frozen(SYMBOL) is False  # still cooled down: no verdict either way
+    # still cooled down: no verdict either way
+    assert guard.freeze_manager.is_frozen(SYMBOL) is False
     assert_probe_slot_free(guard, exchange)
 
 
@@ -160,7 +183,9 @@ def test_a_cancelled_probe_frees_the_slot(path: str) -> None:
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_a_probe_whose_answer_is_invalid_refreezes_and_frees_the_slot(path: str, is_async: bool) -> None:
+def test_a_probe_whose_answer_is_invalid_refreezes_and_frees_the_slot(
+    path: str, is_async: bool
+) -> None:
     guard, exchange, clock = cooled_down_guard(is_async)
     original = exchange.fetch_tickers if path == "tickers" else exchange.fetch_ticker
 
@@ -193,7 +218,8 @@ def test_a_probe_whose_answer_is_invalid_refreezes_and_frees_the_slot(path: str,
 def test_an_exception_inside_the_guard_frees_the_slot(
     path: str, is_async: bool, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The store raising while the probe's verdict is saved: the error surfaces, the slot is free."""
+    """The store raising while the probe's verdict is saved: the error surfaces, the slot is
+    free."""
     guard, exchange, _clock = cooled_down_guard(is_async)
     store = guard.guard_context.store
     real_update = store.update
@@ -260,7 +286,9 @@ def test_generated_methods_carry_the_broker_methods_name_and_signature() -> None
 
 
 def test_async_generated_methods_stay_coroutine_functions() -> None:
-    guard = GuardedBroker(AsyncExchange(), GuardConfig.load(env={}), store=MemoryStore(), profile="ccxt")
+    guard = GuardedBroker(
+        AsyncExchange(), GuardConfig.load(env={}), store=MemoryStore(), profile="ccxt"
+    )
     assert inspect.iscoroutinefunction(guard.fetch_ticker)
     assert guard.fetch_ticker.__name__ == "fetch_ticker"
     assert list(inspect.signature(guard.fetch_tickers).parameters) == ["symbols", "params"]

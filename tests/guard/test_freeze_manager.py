@@ -27,7 +27,9 @@ def manager(clock: FakeClock, store: Any = None, **policy: Any) -> SymbolFreezeM
     return SymbolFreezeManager(FreezePolicy(**policy), store=store or MemoryStore(), clock=clock)
 
 
-def test_freezes_at_the_threshold_and_logs_once(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_freezes_at_the_threshold_and_logs_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     m = manager(clock)
     with caplog.at_level(logging.WARNING, logger="broker_guard.freeze"):
         assert not m.record_price_fetch_failure("AUTX-USD", "Price not available")
@@ -39,7 +41,10 @@ def test_freezes_at_the_threshold_and_logs_once(clock: FakeClock, caplog: pytest
     banners = [r for r in caplog.records if "SYMBOL FROZEN: AUTX-USD" in r.getMessage()]
     assert len(banners) == 1
     banner = banners[0].getMessage()
-    assert "Reason: 3 consecutive price fetch failures" in banner and "MANUAL REVIEW REQUIRED" in banner
+    assert (
+        "Reason: 3 consecutive price fetch failures" in banner
+        and "MANUAL REVIEW REQUIRED" in banner
+    )
     assert "Freeze Time: 2026-01-01T00:00:00+00:00" in banner
 
 
@@ -59,7 +64,10 @@ def test_success_resets_the_count(clock: FakeClock) -> None:
     assert not m.is_frozen("X-USD") and m.get_failure_count("X-USD") == 1
 
 
-@pytest.mark.parametrize("error", [ConnectionError("reset"), TimeoutError("timed out"), "Network error", "429 Too Many Requests"])
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionError("reset"), TimeoutError("timed out"), "Network error", "429 Too Many Requests"],
+)
 def test_broker_wide_transient_failures_do_not_count(clock: FakeClock, error: Any) -> None:
     m = manager(clock)
     for _ in range(10):
@@ -109,7 +117,9 @@ def test_cooldown_probe_success_unfreezes(make_guard: Any, paper: Any, clock: Fa
     assert not guard.freeze_manager.is_frozen("ETH-USD")
 
 
-def test_cooldown_probe_failure_freezes_again(make_guard: Any, paper: Any, clock: FakeClock) -> None:
+def test_cooldown_probe_failure_freezes_again(
+    make_guard: Any, paper: Any, clock: FakeClock
+) -> None:
     guard = make_guard(paper)
     _delist_and_freeze(guard, paper)
     clock.advance(24 * 3600)
@@ -132,7 +142,9 @@ def test_only_one_probe_at_a_time(clock: FakeClock) -> None:
         m.admit("AUTX/USD")
 
 
-def test_transient_failure_of_a_probe_gives_no_verdict(make_guard: Any, paper: Any, clock: FakeClock) -> None:
+def test_transient_failure_of_a_probe_gives_no_verdict(
+    make_guard: Any, paper: Any, clock: FakeClock
+) -> None:
     guard = make_guard(paper)
     guard.freeze_manager.freeze("SOL-USD", "operator test")
     clock.advance(25 * 3600)
@@ -154,7 +166,9 @@ def test_manual_only_when_auto_unfreeze_is_off(clock: FakeClock) -> None:
     assert m.admit("AUTX/USD") == ALLOW and m.get_failure_count("AUTX-USD") == 0
 
 
-def test_restricted_symbols_ship_with_aut_usd_and_are_editable(tmp_path: Path, clock: FakeClock) -> None:
+def test_restricted_symbols_ship_with_aut_usd_and_are_editable(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     m = manager(clock, store=JsonFileStore(tmp_path))
     assert m.is_restricted("AUT-USD") and m.is_frozen("aut/usd")
     with pytest.raises(SymbolRestrictedError):
@@ -176,7 +190,9 @@ def test_entry_refused_exit_allowed(make_guard: Any, paper: Any) -> None:
     assert guard.close_position("SOL-USD")["status"] == "filled"
 
 
-def test_external_unfreeze_is_seen_within_the_refresh_interval(tmp_path: Path, clock: FakeClock) -> None:
+def test_external_unfreeze_is_seen_within_the_refresh_interval(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     bot = manager(clock, store=JsonFileStore(tmp_path))
     _freeze(bot)
     operator = manager(clock, store=JsonFileStore(tmp_path))
@@ -237,7 +253,8 @@ def test_seed_snippet_runs_as_shown(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 class FreezeModel(RuleBasedStateMachine):
-    """The manager against a model: counts, threshold, cooldown probes, manual unfreezes, clock jumps."""
+    """The manager against a model: counts, threshold, cooldown probes, manual unfreezes, clock
+    jumps."""
 
     THRESHOLD = 3
     COOLDOWN = 3600.0
@@ -247,7 +264,9 @@ class FreezeModel(RuleBasedStateMachine):
         super().__init__()
         self.clock = FakeClock()
         self.m = SymbolFreezeManager(
-            FreezePolicy(failure_threshold=self.THRESHOLD, cooldown_hours=self.COOLDOWN / 3600), store=MemoryStore(), clock=self.clock
+            FreezePolicy(failure_threshold=self.THRESHOLD, cooldown_hours=self.COOLDOWN / 3600),
+            store=MemoryStore(),
+            clock=self.clock,
         )
         self.count = dict.fromkeys(self.SYMBOLS, 0)
         self.frozen_at: dict[str, float | None] = dict.fromkeys(self.SYMBOLS)
@@ -287,7 +306,9 @@ class FreezeModel(RuleBasedStateMachine):
 
     @invariant()
     def agrees_with_model(self) -> None:
-        frozen = {s.replace("/", "-") for s in (i.symbol for i in self.m.get_frozen_symbols().values())}
+        frozen = {
+            s.replace("/", "-") for s in (i.symbol for i in self.m.get_frozen_symbols().values())
+        }
         assert frozen == {s for s, at in self.frozen_at.items() if at is not None}
         for symbol in self.SYMBOLS:
             assert self.m.get_failure_count(symbol) == self.count[symbol]

@@ -1,4 +1,5 @@
-"""Price extraction: what counts as a price decides whether a position is valued, so it is tested as a property."""
+"""Price extraction: what counts as a price decides whether a position is valued, so it is tested as
+a property."""
 
 from __future__ import annotations
 

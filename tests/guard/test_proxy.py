@@ -5,7 +5,14 @@ from typing import Any
 
 import pytest
 
-from broker_guard import GuardedBroker, GuardEvent, MemoryStore, MethodSpec, PaperBroker, SymbolFrozenError
+from broker_guard import (
+    GuardedBroker,
+    GuardEvent,
+    MemoryStore,
+    MethodSpec,
+    PaperBroker,
+    SymbolFrozenError,
+)
 from broker_guard.config import GuardConfig
 
 
@@ -122,7 +129,14 @@ def test_custom_profile_names_methods_and_symbol_parameters(make_guard: Any, clo
         "send": MethodSpec("order", symbol="instrument", side="direction"),
     }
     broker = Vendor()
-    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore(), profile=profile, clock=clock, sleep=clock.sleep)
+    guard = GuardedBroker(
+        broker,
+        GuardConfig.load(env={}),
+        store=MemoryStore(),
+        profile=profile,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     for _ in range(3):
         with pytest.raises(LookupError):
             guard.quote("nyse", ticker="ZZZ-USD")
@@ -141,7 +155,14 @@ def test_events_reach_the_hook_and_a_failing_hook_breaks_nothing(clock: Any) -> 
         raise RuntimeError("hook bug")
 
     broker = PaperBroker(prices={"ETH-USD": 1.0})
-    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore(), clock=clock, sleep=clock.sleep, on_event=hook)
+    guard = GuardedBroker(
+        broker,
+        GuardConfig.load(env={}),
+        store=MemoryStore(),
+        clock=clock,
+        sleep=clock.sleep,
+        on_event=hook,
+    )
     broker.fail_next("get_account_balance", 1)
     guard.get_account_balance()
     broker.delist("ETH-USD")
@@ -167,15 +188,23 @@ def test_health_alerts(make_guard: Any, paper: PaperBroker, clock: Any) -> None:
     health = guard.health()
     assert not health["ok"]
     text = " | ".join(health["alerts"])
-    assert "frozen symbols: 2" in text and "Consecutive balance fetch errors: 3" in text and "Balance data is old" in text
+    assert (
+        "frozen symbols: 2" in text
+        and "Consecutive balance fetch errors: 3" in text
+        and "Balance data is old" in text
+    )
 
 
-def test_secrets_in_broker_errors_are_redacted_from_logs(make_guard: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_in_broker_errors_are_redacted_from_logs(
+    make_guard: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     class Leaky:
         apiKey = "AKIA-SECRET-KEY-123"
 
         def get_current_price(self, symbol: str) -> float:
-            raise ValueError("not found: GET /ticker?apiKey=AKIA-SECRET-KEY-123&signature=abcdef0123")
+            raise ValueError(
+                "not found: GET /ticker?apiKey=AKIA-SECRET-KEY-123&signature=abcdef0123"
+            )
 
     guard = make_guard(Leaky())
     with pytest.raises(ValueError):
@@ -184,7 +213,9 @@ def test_secrets_in_broker_errors_are_redacted_from_logs(make_guard: Any, caplog
     assert "AKIA-SECRET-KEY-123" not in repr(guard)
 
 
-def test_each_guard_has_its_own_methods_and_sees_a_method_patched_on_the_broker(make_guard: Any) -> None:
+def test_each_guard_has_its_own_methods_and_sees_a_method_patched_on_the_broker(
+    make_guard: Any,
+) -> None:
     first, second = BotBroker(), BotBroker()
     guard_one, guard_two = make_guard(first), make_guard(second)
     assert type(guard_one) is not type(guard_two)  # closures over each guard's own parts

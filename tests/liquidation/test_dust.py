@@ -11,7 +11,13 @@ from broker_guard import JsonFileStore, PaperBroker, get_broker_dust_cleanup
 from broker_guard.liquidation.positions import parse_positions
 
 SEED_5 = {"ETH-USD": 0.0002, "DOGE-USD": 5.0, "BTC-USD": 0.01, "SOL-USD": 1.0, "ADA-USD": 100.0}
-PRICES = {"ETH-USD": 2500.0, "DOGE-USD": 0.15, "BTC-USD": 50_000.0, "SOL-USD": 100.0, "ADA-USD": 0.5}
+PRICES = {
+    "ETH-USD": 2500.0,
+    "DOGE-USD": 0.15,
+    "BTC-USD": 50_000.0,
+    "SOL-USD": 100.0,
+    "ADA-USD": 0.5,
+}
 
 
 def seed_broker() -> PaperBroker:
@@ -48,7 +54,10 @@ def test_dry_run_places_no_order_and_is_audited(make_guard: Any) -> None:
     result = guard.dust(dry_run=True)
     assert broker.orders == [] and result["closed"] == 0 and result["dry_run_would_close"] == 2
     audit = guard.guard_context.store.read_lines("audit")
-    assert [(r["symbol"], r["outcome"], r["dry_run"]) for r in audit] == [("ETH-USD", "dry_run", True), ("DOGE-USD", "dry_run", True)]
+    assert [(r["symbol"], r["outcome"], r["dry_run"]) for r in audit] == [
+        ("ETH-USD", "dry_run", True),
+        ("DOGE-USD", "dry_run", True),
+    ]
 
 
 def test_second_run_closes_nothing(make_guard: Any) -> None:
@@ -103,10 +112,16 @@ def test_broker_with_only_a_plain_market_order(make_guard: Any) -> None:
 def test_order_rejected_below_minimum_is_reported_and_the_run_goes_on(make_guard: Any) -> None:
     class Strict(PaperBroker):
         def place_market_order(
-            self, symbol: str, side: str, quantity: float, force_liquidate: bool = False, ignore_min_trade: bool = False
+            self,
+            symbol: str,
+            side: str,
+            quantity: float,
+            force_liquidate: bool = False,
+            ignore_min_trade: bool = False,
         ) -> Any:
             if symbol == "ETH-USD":
-                return super().place_market_order(symbol, side, quantity)  # ignores the force flag: rejected
+                # ignores the force flag: rejected
+                return super().place_market_order(symbol, side, quantity)
             return super().place_market_order(symbol, side, quantity, force_liquidate=True)
 
     broker = Strict(prices=PRICES, positions=SEED_5)
@@ -132,7 +147,10 @@ def test_price_moving_above_threshold_between_scan_and_close(make_guard: Any) ->
 
 
 def test_unknown_values_are_skipped_never_closed(make_guard: Any) -> None:
-    broker = PaperBroker(prices={"ETH-USD": 2500.0}, positions={"ETH-USD": 0.0001, "AUT-USD": 1.0, "XYZ-USD": 1.0, "FRZ-USD": 1.0})
+    broker = PaperBroker(
+        prices={"ETH-USD": 2500.0},
+        positions={"ETH-USD": 0.0001, "AUT-USD": 1.0, "XYZ-USD": 1.0, "FRZ-USD": 1.0},
+    )
     broker.prices["FRZ/USD"] = 0.1
     guard = make_guard(broker)
     guard.freeze_manager.freeze("FRZ-USD")
@@ -160,17 +178,29 @@ def test_broker_reported_value_disagreeing_makes_value_unknown(make_guard: Any) 
 
 def test_lots_are_summed_before_the_threshold() -> None:
     positions = parse_positions(
-        [{"symbol": "ETH-USD", "quantity": 0.0002}, {"symbol": "eth/usd", "quantity": 0.0002}, {"symbol": "USD", "quantity": 5}],
+        [
+            {"symbol": "ETH-USD", "quantity": 0.0002},
+            {"symbol": "eth/usd", "quantity": 0.0002},
+            {"symbol": "USD", "quantity": 5},
+        ],
         "a",
         ["USD"],
     )
-    assert len(positions) == 1 and positions[0].quantity == pytest.approx(0.0004) and positions[0].lots == 2
+    assert (
+        len(positions) == 1
+        and positions[0].quantity == pytest.approx(0.0004)
+        and positions[0].lots == 2
+    )
 
 
 def test_shorts_zero_and_malformed_are_reported_not_traded(make_guard: Any) -> None:
     class Odd:
         def get_positions(self) -> list[Any]:
-            return [{"symbol": "ETH-USD", "quantity": -0.0001}, {"symbol": "SOL-USD", "quantity": "lots"}, {"quantity": 1}]
+            return [
+                {"symbol": "ETH-USD", "quantity": -0.0001},
+                {"symbol": "SOL-USD", "quantity": "lots"},
+                {"quantity": 1},
+            ]
 
         def get_current_price(self, symbol: str) -> float:
             return 1.0
@@ -200,9 +230,15 @@ def test_audit_file_after_a_crash_is_readable(tmp_path: Path, make_guard: Any) -
     assert [r["outcome"] for r in records] == ["pending", "closed", "pending", "closed"]
     for line in (tmp_path / "audit.jsonl").read_text().splitlines()[:-1]:
         record = json.loads(line)
-        assert record["time"].endswith("+00:00") and {"account", "symbol", "quantity", "value_usd", "price", "dry_run", "error"} <= set(
-            record
-        )
+        assert record["time"].endswith("+00:00") and {
+            "account",
+            "symbol",
+            "quantity",
+            "value_usd",
+            "price",
+            "dry_run",
+            "error",
+        } <= set(record)
 
 
 def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,4 +250,8 @@ def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
     print(f"Closed {result['closed']} positions")
     print(f"Total value cleaned: ${result['total_value_cleaned']:.2f}")
     out = capsys.readouterr().out
-    assert "Found 2 dust positions" in out and "Closed 2 positions" in out and "Total value cleaned: $1.25" in out
+    assert (
+        "Found 2 dust positions" in out
+        and "Closed 2 positions" in out
+        and "Total value cleaned: $1.25" in out
+    )

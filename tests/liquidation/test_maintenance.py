@@ -11,12 +11,18 @@ from broker_guard.liquidation.maintenance import Maintenance, schedule_seconds
 
 def test_schedule_forms() -> None:
     assert schedule_seconds("daily") == 86400 and schedule_seconds("hourly") == 3600
-    assert schedule_seconds("every 30m") == 1800 and schedule_seconds("every 2h") == 7200 and schedule_seconds("off") is None
+    assert (
+        schedule_seconds("every 30m") == 1800
+        and schedule_seconds("every 2h") == 7200
+        and schedule_seconds("off") is None
+    )
     with pytest.raises(ValueError):
         schedule_seconds("weekly")
 
 
-def test_runs_normalization_on_startup_then_dust_on_schedule(make_guard: Any, clock: FakeClock) -> None:
+def test_runs_normalization_on_startup_then_dust_on_schedule(
+    make_guard: Any, clock: FakeClock
+) -> None:
     broker = PaperBroker(prices={"ETH-USD": 2500.0}, positions={"ETH-USD": 0.0002})
     guard = make_guard(broker, dust={"schedule": "hourly"})
     m = Maintenance(guard.guard_context)
@@ -31,7 +37,9 @@ def test_runs_normalization_on_startup_then_dust_on_schedule(make_guard: Any, cl
 
 
 def test_off_schedule_and_disabled_run_nothing(make_guard: Any, clock: FakeClock) -> None:
-    guard = make_guard(PaperBroker(), dust={"schedule": "off"}, normalization={"run_on_startup": False})
+    guard = make_guard(
+        PaperBroker(), dust={"schedule": "off"}, normalization={"run_on_startup": False}
+    )
     m = Maintenance(guard.guard_context)
     clock.advance(10 * 86400)
     assert m.tick() == []

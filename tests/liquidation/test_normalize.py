@@ -7,8 +7,12 @@ import pytest
 
 from broker_guard import GuardConfig, MemoryStore, PaperBroker, run_normalization_pass
 
-# the seed's second worked example: 10 positions, ETH $5.00 and DOGE $3.25 below $7.50, BTC $9.00 a candidate
-PRICES = {f"{a}-USD": 1.0 for a in ("ETH", "DOGE", "BTC", "SOL", "ADA", "DOT", "XRP", "LTC", "LINK", "AVAX")}
+# the seed's second worked example: 10 positions, ETH $5.00 and DOGE $3.25 below $7.50,
+# BTC $9.00 a candidate
+PRICES = {
+    f"{a}-USD": 1.0
+    for a in ("ETH", "DOGE", "BTC", "SOL", "ADA", "DOT", "XRP", "LTC", "LINK", "AVAX")
+}
 HOLDINGS = {"ETH-USD": 5.0, "DOGE-USD": 3.25, "BTC-USD": 9.0} | {s: 100.0 for s in list(PRICES)[3:]}
 
 
@@ -16,22 +20,35 @@ def seed_broker() -> PaperBroker:
     return PaperBroker(prices=PRICES, positions=HOLDINGS)
 
 
-def test_seed_worked_example_dry_run_then_real(make_guard: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_seed_worked_example_dry_run_then_real(
+    make_guard: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = seed_broker()
     guard = make_guard(broker, normalization={"close_consolidation_candidates": True})
     dry = guard.normalize()
-    assert (dry["total_positions"], dry["below_minimum"], dry["consolidation_candidates"], dry["actions_required"]) == (10, 2, 1, 3)
+    assert (
+        dry["total_positions"],
+        dry["below_minimum"],
+        dry["consolidation_candidates"],
+        dry["actions_required"],
+    ) == (10, 2, 1, 3)
     assert dry["actions_executed"] == 0 and broker.orders == []
     with caplog.at_level(logging.INFO, logger="broker_guard"):
         real = guard.normalize(dry_run=False)
-    assert real["actions_required"] == 3 and real["actions_executed"] == 3 and real["actions_failed"] == 0
+    assert (
+        real["actions_required"] == 3
+        and real["actions_executed"] == 3
+        and real["actions_failed"] == 0
+    )
     assert real["total_value_cleaned"] == pytest.approx(17.25)
     for line in (
         "SMALL POSITION: ETH-USD - $5.00 (below $7.50)",
         "SMALL POSITION: DOGE-USD - $3.25 (below $7.50)",
         "CONSOLIDATION CANDIDATE: BTC-USD - $9.00",
-        "Total Positions: 10\n   Below Minimum ($7.50): 2\n   Consolidation Candidates: 1\n   Total Actions Required: 3",
-        "Executing action 1/3\n   Type: close_small\n   Symbol: ETH-USD\n   Current Size: $5.00\n   Reason: Position below minimum $7.50",
+        "Total Positions: 10\n   Below Minimum ($7.50): 2\n   Consolidation Candidates: 1\n   "
+        "Total Actions Required: 3",
+        "Executing action 1/3\n   Type: close_small\n   Symbol: ETH-USD\n   Current Size: $5.00\n "
+        "  Reason: Position below minimum $7.50",
         "Closing small position: ETH-USD ($5.00)",
         "Successfully closed ETH-USD",
         "Actions Required: 3\n   Successfully Executed: 3\n   Failed: 0",
@@ -43,7 +60,11 @@ def test_candidates_are_flagged_not_closed_by_default(make_guard: Any) -> None:
     broker = seed_broker()
     result = make_guard(broker).normalize(dry_run=False)
     assert sorted(o["symbol"] for o in broker.orders) == ["DOGE-USD", "ETH-USD"]
-    assert result["actions_flagged"] == 1 and result["positions_closed"] == 2 and result["actions_executed"] == 3
+    assert (
+        result["actions_flagged"] == 1
+        and result["positions_closed"] == 2
+        and result["actions_executed"] == 3
+    )
     assert result["total_value_cleaned"] == pytest.approx(8.25)
 
 
@@ -56,15 +77,24 @@ def test_dry_run_is_the_default(clock: Any) -> None:
 def test_a_mapping_of_three_accounts(clock: Any) -> None:
     accounts = {
         "alice": PaperBroker(prices=PRICES, positions={"ETH-USD": 5.0}, account_id="alice"),
-        "bob": PaperBroker(prices=PRICES, positions={"DOGE-USD": 3.0, "BTC-USD": 50.0}, account_id="bob"),
+        "bob": PaperBroker(
+            prices=PRICES, positions={"DOGE-USD": 3.0, "BTC-USD": 50.0}, account_id="bob"
+        ),
         "carol": PaperBroker(prices=PRICES, positions={"SOL-USD": 8.0}, account_id="carol"),
     }
     result = run_normalization_pass(
-        accounts, minimum_position_usd=7.50, dry_run=False, store=MemoryStore(), config=GuardConfig.load(env={})
+        accounts,
+        minimum_position_usd=7.50,
+        dry_run=False,
+        store=MemoryStore(),
+        config=GuardConfig.load(env={}),
     )
     assert set(result["accounts"]) == {"alice", "bob", "carol"}
     assert result["accounts"]["alice"]["positions_closed"] == 1
-    assert result["accounts"]["bob"]["positions_closed"] == 1 and result["accounts"]["bob"]["total_positions"] == 2
+    assert (
+        result["accounts"]["bob"]["positions_closed"] == 1
+        and result["accounts"]["bob"]["total_positions"] == 2
+    )
     assert result["accounts"]["carol"]["actions_flagged"] == 1
     assert result["total_positions"] == 4 and result["positions_closed"] == 2
     assert accounts["bob"].holdings == {"BTC": 50.0}
@@ -80,9 +110,14 @@ def test_one_broken_account_does_not_stop_the_others() -> None:
             return 1.0
 
     result = run_normalization_pass(
-        {"broken": Broken(), "ok": seed_broker()}, dry_run=True, store=MemoryStore(), config=GuardConfig.load(env={})
+        {"broken": Broken(), "ok": seed_broker()},
+        dry_run=True,
+        store=MemoryStore(),
+        config=GuardConfig.load(env={}),
     )
-    assert "broken" in result["account_errors"] and result["accounts"]["ok"]["actions_required"] == 3
+    assert (
+        "broken" in result["account_errors"] and result["accounts"]["ok"]["actions_required"] == 3
+    )
 
 
 def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,5 +128,9 @@ def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
     print(f"Total value cleaned: ${result.get('total_value_cleaned', 0):.2f}")
     result = run_normalization_pass(broker, dry_run=False)
     out = capsys.readouterr().out
-    assert "Actions required: 3" in out and "Actions executed: 0" in out and "Total value cleaned: $0.00" in out
+    assert (
+        "Actions required: 3" in out
+        and "Actions executed: 0" in out
+        and "Total value cleaned: $0.00" in out
+    )
     assert result["positions_closed"] == 2

@@ -25,10 +25,15 @@ def test_update_persists_atomically_with_schema_and_private_mode(tmp_path: Path)
     assert data == {"n": 1} and result == 1
     path = tmp_path / "d" / "state.json"
     doc = json.loads(path.read_text())
-    assert doc["schema_version"] == 1 and doc["data"] == {"n": 1} and doc["updated_at"].endswith("+00:00")
+    assert (
+        doc["schema_version"] == 1
+        and doc["data"] == {"n": 1}
+        and doc["updated_at"].endswith("+00:00")
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     store.update("state", _incr)
-    assert json.loads((tmp_path / "d" / "state.json.bak").read_text())["data"] == {"n": 1}  # the previous good copy
+    # the previous good copy
+    assert json.loads((tmp_path / "d" / "state.json.bak").read_text())["data"] == {"n": 1}
     assert not [p for p in (tmp_path / "d").iterdir() if p.name.endswith(".tmp")]
 
 
@@ -40,7 +45,9 @@ def test_a_second_store_on_the_same_dir_sees_changes(tmp_path: Path) -> None:
     assert b.read("state") == {"n": 1}
 
 
-def test_corrupt_file_is_moved_aside_and_last_good_copy_restored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_file_is_moved_aside_and_last_good_copy_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = JsonFileStore(tmp_path)
     store.update("state", _incr)
     store.update("state", _incr)  # .bak holds n=1, file n=2
@@ -63,7 +70,9 @@ def test_read_only_dir_degrades_to_memory_and_replays_later(tmp_path: Path) -> N
     _read_only_roundtrip(tmp_path)
 
 
-def test_unwritable_dir_degrades_to_memory_and_replays_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_dir_degrades_to_memory_and_replays_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = JsonFileStore(tmp_path)
     store.update("state", _incr)
     real_mkstemp = __import__("tempfile").mkstemp
@@ -75,7 +84,8 @@ def test_unwritable_dir_degrades_to_memory_and_replays_later(tmp_path: Path, mon
     data, _ = store.update("state", _incr)
     assert data == {"n": 2}  # the caller goes on
     assert not store.health().ok and "No space" in next(iter(store.health().degraded.values()))
-    assert json.loads((tmp_path / "state.json").read_text())["data"] == {"n": 1}  # disk copy untouched
+    # disk copy untouched
+    assert json.loads((tmp_path / "state.json").read_text())["data"] == {"n": 1}
     monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", real_mkstemp)
     data, _ = store.update("state", _incr)
     assert data == {"n": 3}  # the change made in memory was replayed onto disk
@@ -114,7 +124,9 @@ def test_append_survives_a_torn_last_line(tmp_path: Path) -> None:
 def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
     store = JsonFileStore(tmp_path)
     store.add_secrets(["sk-live-0123456789"])
-    store.update("state", lambda d: d.update(err="failed with sk-live-0123456789 and api_key=abcdef123"))
+    store.update(
+        "state", lambda d: d.update(err="failed with sk-live-0123456789 and api_key=abcdef123")
+    )
     store.append("audit", {"error": "signature=deadbeef00 rejected"})
     text = (tmp_path / "state.json").read_text() + (tmp_path / "audit.jsonl").read_text()
     assert "sk-live-0123456789" not in text and "abcdef123" not in text and "deadbeef00" not in text
