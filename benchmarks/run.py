@@ -23,19 +23,12 @@ from typing import Any
 import backoff
 import wrapt
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    JsonFileStore,
-    MemoryStore,
-    PaperBroker,
-    RedisStore,
-    Store,
-    SymbolFreezeManager,
-)
+from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, MemoryStore, RedisStore, Store
 from broker_guard.config import FreezePolicy
+from broker_guard.core import freeze as freeze_rules
 from broker_guard.state.select import store_from_config
+from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+from broker_guard.testing import FakeClock, PaperBroker
 
 
 def open_store(where: dict[str, Any]) -> Store:
@@ -255,14 +248,21 @@ def frozen_scaling(number: int) -> list[tuple[str, float, float]]:
     base = None
     for frozen in (10, 10_000):
         guard = guard_for(PaperBroker(prices={"BTC-USD": 1.0}))
-        manager = guard.freeze_manager
+        ctx = guard.guard_context
+        policy = ctx.config.freeze
         records = {
-            f"F{i}/USD": manager._record(f"F{i}-USD", "bench", "", 0.0, 3, True).as_dict()
+            f"F{i}/USD": freeze_rules.new_record(
+                policy, f"F{i}-USD", "bench", "", 0.0, 3, True
+            ).as_dict()
             for i in range(frozen)
         }
-        manager._persist(
-            lambda data, records=records: data.setdefault("frozen", {}).update(records)
+        ctx.store.update(
+            "symbol_freeze",
+            lambda data, records=records: data.setdefault("frozen", {}).update(records),
         )
+        ctx.clock.advance(60)  # type: ignore[attr-defined]  # the next call re-reads shared state
+        guard.get_current_price("BTC-USD")
+        assert guard.freeze_manager.get_stats()["frozen_count"] == frozen
         seconds = per_call(lambda g=guard: g.get_current_price("BTC-USD"), number, 3)
         base = base or seconds
         rows.append((f"guarded price call, {frozen} symbols frozen", seconds, seconds / base))

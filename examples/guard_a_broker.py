@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, SymbolFrozenError
+from broker_guard import GuardConfig, GuardedBroker, SymbolFrozenError
+from broker_guard.testing import FakeClock
 
 
 class MyBroker:

@@ -17,7 +17,8 @@ import logging
 import os
 from typing import Any
 
-from broker_guard import GuardConfig, GuardedBroker, PaperBroker
+from broker_guard import GuardConfig, GuardedBroker
+from broker_guard.testing import PaperBroker
 
 
 def strategy_tick(exchange: Any, symbols: list[str]) -> None:
