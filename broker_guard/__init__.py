@@ -18,6 +18,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# bound here, not on first use: the submodule of the same name would shadow the function
+from broker_guard.classify import FailureKind as FailureKind
+from broker_guard.classify import classify as classify
 from broker_guard.config import GuardConfig
 from broker_guard.errors import (
     BalanceUnavailableError,
@@ -74,8 +77,6 @@ _ON_FIRST_USE = {
     "FreezePolicy": "broker_guard.config",
     "GuardSettings": "broker_guard.config",
     "NormalizationPolicy": "broker_guard.config",
-    "FailureKind": "broker_guard.classify",
-    "classify": "broker_guard.classify",
     "CCXT": "broker_guard.guard.profiles",
     "GENERIC": "broker_guard.guard.profiles",
     "FakeClock": "broker_guard.testing",

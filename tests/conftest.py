@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, MemoryStore, PaperBroker
+from broker_guard import GuardConfig, GuardedBroker, MemoryStore
 from broker_guard.broker_dust_cleanup import reset_broker_dust_cleanup
 from broker_guard.config import CONFIG_PATH_ENV, ENV_VARS
 from broker_guard.enhanced_balance_fetcher import reset_enhanced_balance_fetcher
 from broker_guard.symbol_freeze_manager import reset_symbol_freeze_manager
+from broker_guard.testing import FakeClock, PaperBroker
 
 settings.register_profile(
     "ci",

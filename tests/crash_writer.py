@@ -13,8 +13,11 @@ import logging
 import random
 import sys
 
-from broker_guard import EnhancedBalanceFetcher, FakeClock, JsonFileStore, SymbolFreezeManager
+from broker_guard import JsonFileStore
 from broker_guard.config import BalancePolicy, FreezePolicy
+from broker_guard.enhanced_balance_fetcher import EnhancedBalanceFetcher
+from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+from broker_guard.testing import FakeClock
 
 BALANCE_KEY = ("crash-account", "get_account_balance")
 

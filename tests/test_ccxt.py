@@ -28,14 +28,9 @@ from ccxt_fixtures import (  # noqa: E402
 )
 from ccxt_server import ExchangeServer  # noqa: E402
 
-from broker_guard import (  # noqa: E402
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    MemoryStore,
-    SymbolFrozenError,
-)
+from broker_guard import GuardConfig, GuardedBroker, MemoryStore, SymbolFrozenError  # noqa: E402
 from broker_guard.guard.profiles import CCXT  # noqa: E402
+from broker_guard.testing import FakeClock  # noqa: E402
 
 API_KEY = "AKIAKEYDONOTLEAK123456"
 SECRET = base64.b64encode(b"SECRET-DO-NOT-LEAK-987654").decode()

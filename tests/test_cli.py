@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    JsonFileStore,
-    PaperBroker,
-    SymbolFrozenError,
-)
+from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, SymbolFrozenError
 from broker_guard.cli import main
+from broker_guard.testing import FakeClock, PaperBroker
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object]:

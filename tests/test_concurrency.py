@@ -19,17 +19,11 @@ from typing import Any
 
 import pytest
 
-from broker_guard import (
-    GuardConfig,
-    GuardedBroker,
-    PaperBroker,
-    RedisStore,
-    Store,
-    StoreLockTimeoutError,
-    SymbolFreezeManager,
-)
+from broker_guard import GuardConfig, GuardedBroker, RedisStore, Store, StoreLockTimeoutError
 from broker_guard.config import FreezePolicy
 from broker_guard.state.select import store_from_config
+from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+from broker_guard.testing import PaperBroker
 
 FULL = bool(os.environ.get("BROKER_GUARD_FULL"))
 PROCESSES, THREADS, OPS = (4, 4, 120) if FULL else (3, 3, 24)

@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broker_guard import JsonFileStore, SymbolFreezeManager
+from broker_guard import JsonFileStore
 from broker_guard.config import FreezePolicy
+from broker_guard.symbol_freeze_manager import SymbolFreezeManager
 
 KILLS = 200 if os.environ.get("BROKER_GUARD_FULL") else 20
 WRITER = Path(__file__).with_name("crash_writer.py")

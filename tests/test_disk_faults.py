@@ -12,14 +12,8 @@ import filelock
 import pytest
 from helpers import fail_price_calls
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    JsonFileStore,
-    PaperBroker,
-    SymbolFrozenError,
-)
+from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, SymbolFrozenError
+from broker_guard.testing import FakeClock, PaperBroker
 
 
 def file_guard(

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from broker_guard import FakeClock, GuardConfig, GuardedBroker, InvalidResponseError, MemoryStore
+from broker_guard import GuardConfig, GuardedBroker, InvalidResponseError, MemoryStore
+from broker_guard.testing import FakeClock
 
 KEY = "sk-live-FAULTMATRIXKEY0123456789"
 GOOD_BALANCE = 1_000.0

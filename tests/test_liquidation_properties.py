@@ -7,14 +7,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    MemoryStore,
-    PaperBroker,
-    run_normalization_pass,
-)
+from broker_guard import GuardConfig, GuardedBroker, MemoryStore
+from broker_guard.testing import FakeClock, PaperBroker
+from broker_guard.user_account_normalization import run_normalization_pass
 
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
 

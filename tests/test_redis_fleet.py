@@ -19,15 +19,9 @@ from helpers import fail_price_calls
 from redis_server import RedisServer
 from tcp_link import TcpLink
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    PaperBroker,
-    RedisStore,
-    SymbolFrozenError,
-)
+from broker_guard import GuardConfig, GuardedBroker, RedisStore, SymbolFrozenError
 from broker_guard.cli import main
+from broker_guard.testing import FakeClock, PaperBroker
 
 Make = Callable[..., RedisStore]
 PRICES = {"BTC-USD": 50_000.0, "ETH-USD": 2_500.0, "SOL-USD": 100.0, "LUNA-USD": 0.0001}

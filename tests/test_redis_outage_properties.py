@@ -27,14 +27,8 @@ from hypothesis.stateful import (
 )
 from tcp_link import TcpLink
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    PaperBroker,
-    RedisStore,
-    SymbolFrozenError,
-)
+from broker_guard import GuardConfig, GuardedBroker, RedisStore, SymbolFrozenError
+from broker_guard.testing import FakeClock, PaperBroker
 
 TRADED = ["SOL-USD", "ETH-USD"]
 DEAD = "DEAD-USD"  # delisted: every price call on it fails and counts

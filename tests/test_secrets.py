@@ -16,14 +16,8 @@ from typing import Any
 
 import pytest
 
-from broker_guard import (
-    FakeClock,
-    GuardConfig,
-    GuardedBroker,
-    GuardEvent,
-    JsonFileStore,
-    PaperBroker,
-)
+from broker_guard import GuardConfig, GuardedBroker, GuardEvent, JsonFileStore
+from broker_guard.testing import FakeClock, PaperBroker
 from broker_guard.user_account_normalization import run_normalization_pass
 
 API_KEY = "AKIA0PLANTEDKEY7777"

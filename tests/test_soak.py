@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, PaperBroker
+from broker_guard import GuardConfig, GuardedBroker, JsonFileStore
+from broker_guard.testing import PaperBroker
 
 SECONDS = float(os.environ.get("BROKER_GUARD_SOAK", "0"))
 THREADS = 16

@@ -13,17 +13,18 @@ from hypothesis import strategies as st
 from broker_guard import (
     BalanceUnavailableError,
     ConfigError,
-    EnhancedBalanceFetcher,
-    FakeClock,
     GuardConfig,
     JsonFileStore,
     MemoryStore,
-    PaperBroker,
-    get_enhanced_balance_fetcher,
 )
 from broker_guard.config import BalancePolicy
 from broker_guard.core.validate import is_valid_balance
+from broker_guard.enhanced_balance_fetcher import (
+    EnhancedBalanceFetcher,
+    get_enhanced_balance_fetcher,
+)
 from broker_guard.paper import PaperAuthError, PaperRateLimitError
+from broker_guard.testing import FakeClock, PaperBroker
 
 
 class Flaky:

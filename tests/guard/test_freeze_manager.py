@@ -11,16 +11,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from broker_guard import (
     ConfigError,
-    FakeClock,
-    FreezePolicy,
     JsonFileStore,
     MemoryStore,
-    SymbolFreezeManager,
     SymbolFrozenError,
     SymbolRestrictedError,
-    get_symbol_freeze_manager,
 )
+from broker_guard.config import FreezePolicy
 from broker_guard.guard.freeze_manager import ALLOW, PROBE
+from broker_guard.symbol_freeze_manager import SymbolFreezeManager, get_symbol_freeze_manager
+from broker_guard.testing import FakeClock
 
 
 def manager(clock: FakeClock, store: Any = None, **policy: Any) -> SymbolFreezeManager:
@@ -228,7 +227,7 @@ def test_invalid_prices_are_failures(make_guard: Any, bad: Any) -> None:
 
 
 def test_seed_snippet_runs_as_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from broker_guard import PaperBroker
+    from broker_guard.testing import PaperBroker
 
     broker = PaperBroker(prices={"BTC-USD": 50_000.0})
     manager = get_symbol_freeze_manager(failure_threshold=3, cooldown_hours=24.0, data_dir="./data")

@@ -5,15 +5,9 @@ from typing import Any
 
 import pytest
 
-from broker_guard import (
-    GuardedBroker,
-    GuardEvent,
-    MemoryStore,
-    MethodSpec,
-    PaperBroker,
-    SymbolFrozenError,
-)
+from broker_guard import GuardedBroker, GuardEvent, MemoryStore, MethodSpec, SymbolFrozenError
 from broker_guard.config import GuardConfig
+from broker_guard.testing import PaperBroker
 
 
 class BotBroker:

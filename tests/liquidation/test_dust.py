@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from broker_guard import JsonFileStore, PaperBroker, get_broker_dust_cleanup
+from broker_guard import JsonFileStore
+from broker_guard.broker_dust_cleanup import get_broker_dust_cleanup
 from broker_guard.liquidation.positions import parse_positions
+from broker_guard.testing import PaperBroker
 
 SEED_5 = {"ETH-USD": 0.0002, "DOGE-USD": 5.0, "BTC-USD": 0.01, "SOL-USD": 1.0, "ADA-USD": 100.0}
 PRICES = {

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from broker_guard import FakeClock, PaperBroker
 from broker_guard.liquidation.maintenance import Maintenance, schedule_seconds
+from broker_guard.testing import FakeClock, PaperBroker
 
 
 def test_schedule_forms() -> None:

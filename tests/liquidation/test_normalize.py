@@ -5,7 +5,9 @@ from typing import Any
 
 import pytest
 
-from broker_guard import GuardConfig, MemoryStore, PaperBroker, run_normalization_pass
+from broker_guard import GuardConfig, MemoryStore
+from broker_guard.testing import PaperBroker
+from broker_guard.user_account_normalization import run_normalization_pass
 
 # the seed's second worked example: 10 positions, ETH $5.00 and DOGE $3.25 below $7.50,
 # BTC $9.00 a candidate

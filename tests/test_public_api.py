@@ -1,0 +1,42 @@
+"""The public surface: what ``__all__`` offers, older names that still resolve, a light import."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+import broker_guard
+
+
+def test_everything_in_all_resolves() -> None:
+    for name in broker_guard.__all__:
+        assert getattr(broker_guard, name) is not None
+
+
+def test_names_outside_all_still_resolve_to_their_homes() -> None:
+    for name, module in broker_guard._ON_FIRST_USE.items():
+        assert getattr(broker_guard, name) is getattr(importlib.import_module(module), name)
+
+
+def test_classify_is_the_function_not_its_module() -> None:
+    """The submodule ``broker_guard.classify`` must not shadow the function of the same name."""
+    from broker_guard import FailureKind, classify
+
+    assert classify(TimeoutError()) is FailureKind.TRANSIENT
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'get_curent_price'"):
+        broker_guard.get_curent_price  # noqa: B018
+
+
+def test_importing_the_package_loads_neither_redis_nor_ccxt() -> None:
+    code = (
+        "import sys, broker_guard; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'ccxt'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
