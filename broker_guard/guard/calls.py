@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from broker_guard.classify import FailureKind, classify
 from broker_guard.core import freeze as rules
 from broker_guard.core.freeze import ALLOW, PROBE
+from broker_guard.core.validate import plain_price
 from broker_guard.errors import GuardRefusedError, InvalidResponseError
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.profiles import EXIT_SIDES, MethodSpec
@@ -37,6 +39,7 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 Ticket = Any  # what ``enter`` hands to ``failed`` / ``returned``; None: nothing to settle
 _NONE_MODES: dict[str, int] = {}
+_INF = math.inf
 
 
 class AnswerNone(Exception):
@@ -94,9 +97,14 @@ class PriceBody:
                 return symbol, canon, admit(canon)
             return symbol
 
+        plain = extract is plain_price  # a float above zero is valid without a call
+
         def returned(ticket: Ticket, value: Any) -> Any:
-            if ticket.__class__ is str and not freeze.failing and extract(value) is not None:
-                return value  # allowed, valid, no failure count to reset
+            if ticket.__class__ is str and not freeze.failing:  # allowed, no count to reset
+                if plain and value.__class__ is float and 0.0 < value < _INF:
+                    return value
+                if extract(value) is not None:
+                    return value
             return slow(ticket, value)
 
         self.enter = enter
