@@ -189,36 +189,25 @@ class EnhancedBalanceFetcher:
         key: tuple[str, str],
         verbose: bool = True,
     ) -> Any:
-        try:
-            value = fn(*args, **kwargs)
-        except Exception as exc:
-            return self._retry(fn, args, kwargs, _Run(self, key, verbose), exc)
-        if is_valid_balance(value):
-            self.remember(key, value)
-            return value
-        return self._retry(fn, args, kwargs, _Run(self, key, verbose), self._invalid(value))
-
-    def _retry(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        run: _Run,
-        exc: BaseException,
-    ) -> Any:
+        """The sync driver: call, and on a failure ask ``_Run`` whether to sleep and call again."""
+        run: _Run | None = None  # built on the first failure: the success path enters no retry code
         while True:
-            delay = run.failed(exc)
+            try:
+                value = fn(*args, **kwargs)
+            except Exception as exc:
+                error: BaseException = exc
+            else:
+                if is_valid_balance(value):
+                    if run is not None:
+                        return run.succeeded(value)
+                    self.remember(key, value)
+                    return value
+                error = self._invalid(value)
+            run = run or _Run(self, key, verbose)
+            delay = run.failed(error)
             if delay is None:
                 return run.give_up()
             self._sleep(delay)
-            try:
-                value = fn(*args, **kwargs)
-            except Exception as again:
-                exc = again
-                continue
-            if is_valid_balance(value):
-                return run.succeeded(value)
-            exc = self._invalid(value)
 
     async def call_async(
         self,
@@ -228,6 +217,7 @@ class EnhancedBalanceFetcher:
         key: tuple[str, str],
         verbose: bool = True,
     ) -> Any:
+        """The async driver: the same as ``call``, awaiting the broker and the sleep."""
         run: _Run | None = None
         while True:
             try:
@@ -236,19 +226,16 @@ class EnhancedBalanceFetcher:
                 error: BaseException = exc
             else:
                 if is_valid_balance(value):
-                    return (
-                        run.succeeded(value) if run is not None else self._remember_fast(key, value)
-                    )
+                    if run is not None:
+                        return run.succeeded(value)
+                    self.remember(key, value)
+                    return value
                 error = self._invalid(value)
             run = run or _Run(self, key, verbose)
             delay = run.failed(error)
             if delay is None:
                 return run.give_up()
             await self._async_sleep(delay)
-
-    def _remember_fast(self, key: tuple[str, str], value: Any) -> Any:
-        self.remember(key, value)
-        return value
 
     # -- seed API ------------------------------------------------------------------------------
 

@@ -42,17 +42,8 @@ log = redact_logger("broker_guard.proxy")
 
 
 class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
-    """Wrap ``broker``; strategy code keeps calling the same methods (``GuardedBroker`` is the
-    public face).
-
-    ``config``: a ``GuardConfig`` (default: ``GuardConfig.load()``, file and
-    environment). ``store``: where shared state lives (default: what
-    ``config.guard.store_url`` names, JSON files in ``config.guard.data_dir``
-    unless it is a Redis URL). ``profile``: ``"auto"``, ``"generic"``,
-    ``"ccxt"``, a ``Profile`` or a ``{method: role}`` mapping. ``clock``,
-    ``sleep`` and ``async_sleep`` are injectable for tests; ``on_event``
-    receives ``GuardEvent``s.
-    """
+    """The proxy under ``GuardedBroker`` (which documents the arguments): builds the guard's
+    context and installs the guarded role methods on a subclass made for this guard."""
 
     _guard_own_api: tuple[str, ...] = ()  # the subclass's own methods, which shadow the broker's
     _guard_layout: _Layout = ()  # set on the per-guard subclass
