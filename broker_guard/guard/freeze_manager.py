@@ -89,14 +89,13 @@ class SymbolFreezeManager:
         """ALLOW, PROBE (the one call after a cooldown, whose slot the caller must settle or
         release with ``end_probe``), or raise for a frozen or restricted symbol."""
         now = self._refreshed()
-        verdict = rules.admit(
-            self._book, canon, now, entry=entry, probe_free=canon not in self._probing
-        )
+        book = self._book  # one state for the whole decision, whatever another thread loads
+        verdict = rules.admit(book, canon, now, entry=entry, probe_free=canon not in self._probing)
         if verdict is Verdict.ALLOW:
             return ALLOW
-        if verdict is Verdict.PROBE and self._take_probe(canon, now):
+        if verdict is Verdict.PROBE and self._take_probe(book.frozen[canon], canon, now):
             return PROBE
-        raise self._refusal(canon, verdict, order=False)
+        raise _refusal(book, canon, verdict, order=False)
 
     def check_entry(self, canon: str) -> None:
         """Refuse an order that opens or adds to a position on a frozen or restricted symbol.
@@ -104,13 +103,14 @@ class SymbolFreezeManager:
         An order is never the probe: after a cooldown a price call must succeed first.
         """
         now = self._refreshed()
-        verdict = rules.admit(self._book, canon, now, probe_free=False)
+        book = self._book
+        verdict = rules.admit(book, canon, now, probe_free=False)
         if verdict is Verdict.ALLOW:
             return
         if verdict is Verdict.FROZEN:
             why = {"why": "entry order on a frozen symbol"}
-            emit(self._on_event, GuardEvent("refused", now, self._book.frozen[canon].symbol, why))
-        raise self._refusal(canon, verdict, order=True)
+            emit(self._on_event, GuardEvent("refused", now, book.frozen[canon].symbol, why))
+        raise _refusal(book, canon, verdict, order=True)
 
     def record_success(self, canon: str, *, probe: bool = False) -> None:
         """Reset the failure count; a successful probe unfreezes. Cheap when there is nothing to
@@ -267,9 +267,8 @@ class SymbolFreezeManager:
 
     # -- verdicts into errors and logs -------------------------------------------------------
 
-    def _take_probe(self, canon: str, now: float) -> bool:
+    def _take_probe(self, info: FrozenSymbol, canon: str, now: float) -> bool:
         """Take the one probe slot; False when another call holds it."""
-        info = self._book.frozen[canon]
         with self._lock:
             if canon in self._probing:
                 return False
@@ -288,29 +287,6 @@ class SymbolFreezeManager:
             self.end_probe(canon)
             raise
         return True
-
-    def _refusal(self, canon: str, verdict: Verdict, *, order: bool) -> Exception:
-        prefix = "order refused: " if order else ""
-        if verdict is Verdict.RESTRICTED:
-            hint = (
-                ""
-                if order
-                else f"; remove it with `broker-guard unrestrict {canon}` if that is wrong"
-            )
-            return SymbolRestrictedError(
-                f"{prefix}{canon} is restricted and is never traded{hint}", symbol=canon
-            )
-        info = self._book.frozen[canon]
-        what = (
-            f"({info.reason}); exits stay allowed. Review"
-            if order
-            else f"({info.reason}; last error: {info.last_error}); review"
-        )
-        return SymbolFrozenError(
-            f"{prefix}{info.symbol} is frozen since {info.frozen_at_iso} {what} it, then "
-            f"unfreeze_symbol({info.symbol!r}) or `broker-guard unfreeze {info.symbol}`",
-            symbol=info.symbol,
-        )
 
     def _announce_freeze(self, canon: str, now: float, *, refrozen: bool) -> None:
         info = self._book.frozen.get(canon)
@@ -402,14 +378,15 @@ class SymbolFreezeManager:
                 loader(doc)
 
     def _load_state(self, doc: dict[str, Any]) -> None:
-        book, malformed = rules.read_book(doc, self._book.restricted, self.clock())
+        with self._lock:  # the restricted list read and the book replaced in one step
+            book, malformed = rules.read_book(doc, self._book.restricted, self.clock())
+            self._set_book(book)
         for canon, problem in malformed:
             log.error(
                 "frozen record for %s is malformed (%s); keeping it frozen for review",
                 canon,
                 problem,
             )
-        self._set_book(book)
 
     def _load_restricted(self, doc: dict[str, Any]) -> None:
         symbols = doc.get("symbols")
@@ -426,6 +403,29 @@ class SymbolFreezeManager:
             self._book = book
             self.failing = book.counts
             self.blocked = book.blocked
+
+
+def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> Exception:
+    """The error for a refused call, saying what to do."""
+    prefix = "order refused: " if order else ""
+    if verdict is Verdict.RESTRICTED:
+        hint = (
+            "" if order else f"; remove it with `broker-guard unrestrict {canon}` if that is wrong"
+        )
+        return SymbolRestrictedError(
+            f"{prefix}{canon} is restricted and is never traded{hint}", symbol=canon
+        )
+    info = book.frozen[canon]
+    what = (
+        f"({info.reason}); exits stay allowed. Review"
+        if order
+        else f"({info.reason}; last error: {info.last_error}); review"
+    )
+    return SymbolFrozenError(
+        f"{prefix}{info.symbol} is frozen since {info.frozen_at_iso} {what} it, then "
+        f"unfreeze_symbol({info.symbol!r}) or `broker-guard unfreeze {info.symbol}`",
+        symbol=info.symbol,
+    )
 
 
 __all__ = ["ALLOW", "PROBE", "FrozenSymbol", "SymbolFreezeManager", "shipped_restricted_symbols"]

@@ -314,3 +314,32 @@ class FreezeModel(RuleBasedStateMachine):
 
 
 TestFreezeModel = FreezeModel.TestCase
+
+
+def test_a_restriction_loaded_by_another_thread_during_a_state_reload_is_kept(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload of the freeze state builds its book from the restricted list; a restriction
+    another thread loads meanwhile must survive it (it used to be overwritten by the stale list,
+    and entry orders on the symbol passed until the list changed again)."""
+    import threading
+
+    from broker_guard.core import freeze as rules
+
+    m = manager(clock)
+    real_read_book = rules.read_book
+    other = threading.Thread(target=m.restrict, args=("NEW-USD",))
+
+    def read_book_while_another_thread_restricts(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(rules, "read_book", real_read_book)
+        book = real_read_book(*args, **kwargs)
+        other.start()
+        other.join(timeout=0.2)  # bounded: with the fix the other thread waits for this reload
+        return book
+
+    monkeypatch.setattr(rules, "read_book", read_book_while_another_thread_restricts)
+    m.record_price_fetch_failure("SOL-USD", "symbol not found")  # reloads the freeze state
+    other.join()
+    assert m.is_restricted("NEW-USD")
+    with pytest.raises(SymbolRestrictedError):
+        m.check_entry("NEW/USD")
