@@ -34,7 +34,7 @@ def run_normalization_pass(
     """
     base = config or GuardConfig.load()
     plan = NormalizationPlan.resolve(
-        base.normalization,
+        base,
         minimum_position_usd,
         consolidation_threshold_usd,
         close_consolidation_candidates,

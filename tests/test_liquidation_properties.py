@@ -149,3 +149,34 @@ def test_normalize_never_closes_what_it_must_not(
     assert all(value < threshold * 1.5 for _s, value in broker.placed)
     held = sorted(f"{a}-USD" for a, (q, _p) in portfolio.items() if q != 0)
     assert sorted(a["symbol"] for a in result["actions"]) == held
+
+
+bad_thresholds = st.one_of(
+    st.just(float("inf")),
+    st.just(float("nan")),
+    st.floats(max_value=-1e-9, allow_nan=False),
+)
+
+
+@given(
+    portfolio=portfolios,
+    threshold=bad_thresholds,
+    which=st.sampled_from(["dust", "normalize minimum", "normalize consolidation"]),
+)
+def test_a_threshold_that_is_not_a_finite_non_negative_number_never_places_an_order(
+    portfolio: dict[str, tuple[float, float | None]], threshold: float, which: str
+) -> None:
+    """An infinite threshold makes every position "small": refused before any position is read."""
+    import pytest
+
+    from broker_guard import ConfigError
+
+    broker, guard = _setup(portfolio, [], [], [])
+    with pytest.raises(ConfigError):
+        if which == "dust":
+            guard.dust(dry_run=False, threshold_usd=threshold)
+        elif which == "normalize minimum":
+            guard.normalize(dry_run=False, minimum_position_usd=threshold)
+        else:
+            guard.normalize(dry_run=False, consolidation_threshold_usd=threshold)
+    assert broker.placed == []

@@ -128,7 +128,12 @@ def dust_pass(
 def run_dust_cleanup(
     ctx: GuardContext, threshold: float, dry_run: bool, cap_usd: float | None
 ) -> DustResult:
-    """Scan, close every dust position (or not, in a dry run), report each position once."""
+    """Scan, close every dust position (or not, in a dry run), report each position once.
+
+    ``threshold`` and ``dry_run`` are checked by the config file's rules first: a negative, NaN
+    or infinite threshold (which would close everything) raises ``ConfigError``, no order sent.
+    """
+    ctx.config.replace(dust={"threshold_usd": threshold, "dry_run": dry_run})
     started = time.monotonic()
     dry = " (DRY RUN)" if dry_run else ""
     log.info("\n%s\n🧹 STARTING BROKER-LEVEL DUST CLEANUP%s\n%s", BAR, dry, BAR)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from broker_guard.config import NormalizationPolicy
+from broker_guard.config import GuardConfig
 from broker_guard.guard.context import GuardContext
 from broker_guard.liquidation.engine import Outcome, Run
 from broker_guard.liquidation.positions import Position
@@ -39,16 +39,35 @@ class NormalizationPlan:
     @classmethod
     def resolve(
         cls,
-        policy: NormalizationPolicy,
+        config: GuardConfig,
         minimum: float | None = None,
         consolidation: float | None = None,
         close_candidates: bool | None = None,
     ) -> NormalizationPlan:
-        return cls(
+        """The plan from ``config.normalization`` and the caller's overrides, checked by the same
+        rules as the config file: a negative, NaN or infinite threshold raises ``ConfigError``
+        before any position is read (an infinite minimum would close everything)."""
+        policy = config.normalization
+        plan = cls(
             policy.minimum_position_usd if minimum is None else minimum,
             policy.consolidation_threshold_usd if consolidation is None else consolidation,
             policy.close_consolidation_candidates if close_candidates is None else close_candidates,
         )
+        config.replace(
+            normalization={
+                "minimum_position_usd": plan.minimum,
+                "consolidation_threshold_usd": max(plan.consolidation, plan.minimum),
+                "close_consolidation_candidates": plan.close_candidates,
+            }
+        )
+        # the consolidation threshold on its own too (below the minimum it means no candidates)
+        config.replace(
+            normalization={
+                "minimum_position_usd": 0.0,
+                "consolidation_threshold_usd": plan.consolidation,
+            }
+        )
+        return plan
 
 
 Action = tuple[Position, str, float, str]  # position, action, threshold, reason
@@ -249,5 +268,5 @@ def normalize_pass(
 ) -> dict[str, Any]:
     """One account's pass with the guard's ``normalization`` settings: what ``guard.normalize()``
     runs."""
-    plan = NormalizationPlan.resolve(ctx.config.normalization, minimum, consolidation)
+    plan = NormalizationPlan.resolve(ctx.config, minimum, consolidation)
     return normalize_accounts({ctx.account: ctx}, plan, dry_run)

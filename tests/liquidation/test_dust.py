@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker_guard import JsonFileStore
+from broker_guard import ConfigError, JsonFileStore
 from broker_guard.broker_dust_cleanup import get_broker_dust_cleanup
 from broker_guard.liquidation.positions import parse_positions
 from broker_guard.testing import PaperBroker
@@ -257,3 +257,15 @@ def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
         and "Closed 2 positions" in out
         and "Total value cleaned: $1.25" in out
     )
+
+
+@pytest.mark.parametrize("threshold", [float("inf"), float("nan"), -1.0])
+def test_a_bad_threshold_is_refused_before_any_order(make_guard: Any, threshold: float) -> None:
+    """``dust(threshold_usd=inf)`` would sell every position; it is a ConfigError instead."""
+    broker = PaperBroker(prices={"BTC-USD": 50_000.0}, positions={"BTC-USD": 0.1})
+    guard = make_guard(broker)
+    with pytest.raises(ConfigError, match=r"dust_cleanup\.threshold_usd"):
+        guard.dust(dry_run=False, threshold_usd=threshold)
+    with pytest.raises(ConfigError, match=r"dust_cleanup\.threshold_usd"):
+        get_broker_dust_cleanup().cleanup_all_dust(guard, threshold_usd=threshold)
+    assert broker.orders == []

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from broker_guard import GuardConfig, MemoryStore
+from broker_guard import ConfigError, GuardConfig, GuardedBroker, MemoryStore
 from broker_guard.testing import PaperBroker
 from broker_guard.user_account_normalization import run_normalization_pass
 
@@ -136,3 +136,15 @@ def test_seed_snippet_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
         and "Total value cleaned: $0.00" in out
     )
     assert result["positions_closed"] == 2
+
+
+@pytest.mark.parametrize("threshold", [float("inf"), float("nan"), -1.0])
+def test_a_bad_minimum_is_refused_before_any_order(clock: Any, threshold: float) -> None:
+    """``normalize(minimum_position_usd=inf)`` would close every position; a ConfigError instead."""
+    broker = PaperBroker(prices={"BTC-USD": 50_000.0}, positions={"BTC-USD": 0.1})
+    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore(), clock=clock)
+    with pytest.raises(ConfigError, match=r"normalization\.minimum_position_usd"):
+        guard.normalize(dry_run=False, minimum_position_usd=threshold)
+    with pytest.raises(ConfigError, match="normalization"):
+        run_normalization_pass(guard, minimum_position_usd=threshold, dry_run=False)
+    assert broker.orders == []
