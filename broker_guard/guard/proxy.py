@@ -190,7 +190,9 @@ def _guarded_class(cls: type, broker: object, layout: _Layout) -> type:
     Until then every role method refuses, so a guard whose ``__init__`` never
     ran can never pass an order through unguarded.
     """
-    methods: dict[str, Any] = {name: _not_initialised(name) for name, *_ in layout}
+    methods: dict[str, Any] = {
+        name: _not_initialised(f"{cls.__name__}.{name}", cls.__name__) for name, *_ in layout
+    }
     methods["__module__"] = cls.__module__
     methods["_guard_layout"] = layout
     return type(f"{cls.__name__}[{type(broker).__name__}]", (cls,), methods)
@@ -201,10 +203,10 @@ def _install_methods(ctx: GuardContext, sub: type, layout: _Layout) -> None:
         setattr(sub, name, make_method(ctx, name, spec, is_async, indexes))
 
 
-def _not_initialised(name: str) -> Callable[..., Any]:
+def _not_initialised(method: str, owner: str) -> Callable[..., Any]:
     def refuse(self: BrokerProxy, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(
-            f"{name}: the guard was not initialised (GuardedBroker.__init__ did not run)"
+            f"{method}: the guard was not initialised ({owner}.__init__ did not run)"
         )
 
     return refuse

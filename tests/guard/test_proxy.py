@@ -221,6 +221,8 @@ def test_each_guard_has_its_own_methods_and_sees_a_method_patched_on_the_broker(
 def test_a_guard_whose_init_never_ran_refuses_instead_of_passing_through() -> None:
     broker = PaperBroker(prices={"BTC-USD": 1.0}, cash=1_000.0)
     half_built = GuardedBroker.__new__(GuardedBroker, broker)
-    with pytest.raises(RuntimeError, match="not initialised"):
+    with pytest.raises(
+        RuntimeError, match=r"^GuardedBroker\.place_market_order: .*not initialised"
+    ):
         half_built.place_market_order("BTC-USD", "buy", 1.0)
     assert broker.orders == []
