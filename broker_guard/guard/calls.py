@@ -38,7 +38,6 @@ log = redact_logger("broker_guard.proxy")
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 Ticket = Any  # what ``enter`` hands to ``failed`` / ``returned``; None: nothing to settle
-_NONE_MODES: dict[str, int] = {}
 _INF = math.inf
 
 
@@ -69,8 +68,9 @@ class PriceBody:
     answer validated; after a cooldown the call is the probe that unfreezes or refreezes.
 
     ``enter`` and ``returned`` are closures (cells are cheaper than attributes on the hot
-    path). The ticket is the symbol itself on the fast path (allowed, nothing to settle),
-    a ``(symbol, canon, mode)`` tuple when the freeze manager was asked, None without a symbol.
+    path). The ticket is the symbol itself on the fast path (allowed, no failure count to
+    reset, nothing to settle), a ``(symbol, canon, mode)`` tuple otherwise, None without a
+    symbol.
     """
 
     __slots__ = ("ctx", "enter", "extract", "freeze", "returned", "transient")
@@ -80,13 +80,10 @@ class PriceBody:
         self.freeze = freeze = ctx.freeze
         self.extract = extract = spec.price
         self.transient = ctx.balance.transient_exceptions
-        pname, known, canonical, admit, slow = (
-            spec.symbol or "",
-            known_symbols,
-            canonical_symbol,
-            self.admit,
-            self.settle,
-        )
+        pname = spec.symbol or ""
+        known, canonical = known_symbols, canonical_symbol
+        admit, settle = self.admit, self.settle
+        plain = extract is plain_price  # a float above zero is valid without a call
 
         def enter(args: Args, kwargs: Kwargs) -> Ticket:
             symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)
@@ -95,17 +92,17 @@ class PriceBody:
             canon = known.get(symbol) or canonical(symbol)
             if canon in freeze.blocked or freeze.clock() >= freeze.next_refresh:
                 return symbol, canon, admit(canon)
+            if canon in freeze.failing:
+                return symbol, canon, ALLOW  # a success resets its count: off the fast path
             return symbol
 
-        plain = extract is plain_price  # a float above zero is valid without a call
-
         def returned(ticket: Ticket, value: Any) -> Any:
-            if ticket.__class__ is str and not freeze.failing:  # allowed, no count to reset
+            if ticket.__class__ is str:  # allowed, no count to reset: a valid answer is all
                 if plain and value.__class__ is float and 0.0 < value < _INF:
                     return value
                 if extract(value) is not None:
                     return value
-            return slow(ticket, value)
+            return settle(ticket, value)
 
         self.enter = enter
         self.returned = returned
@@ -126,47 +123,51 @@ class PriceBody:
         return symbol, canon, mode
 
     def settle(self, ticket: Ticket, value: Any) -> Any:
-        """The answer off the fast path: validate it, reset a count, settle a probe."""
+        """The answer off the fast path: judged, then returned or raised as invalid."""
         if ticket is None:
             return value
-        symbol, canon, mode = self.unpack(ticket)
-        if self.extract(value) is None:
-            error = InvalidResponseError(
-                f"invalid price for {symbol}: {redact(repr(value), self.ctx.secrets)[:80]}"
-            )
-            self.report(symbol, canon, mode, error, FailureKind.INVALID_RESPONSE)
+        error = self.judge(*self.unpack(ticket), value)
+        if error is not None:
             raise error
-        if mode or canon in self.freeze.failing:
-            self.succeeded(canon, mode)
         return value
 
+    def judge(self, symbol: str, canon: str, mode: int, value: Any) -> InvalidResponseError | None:
+        """Validate one answer and tell the freeze manager: a count reset, a probe's unfreeze, or
+        an invalid answer counted. A probe slot is given back whatever happens in here."""
+        try:
+            if self.extract(value) is None:
+                shown = redact(repr(value), self.ctx.secrets)[:80]
+                error = InvalidResponseError(f"invalid price for {symbol}: {shown}")
+                self.report(symbol, mode, error, FailureKind.INVALID_RESPONSE)
+                return error
+            if mode or canon in self.freeze.failing:
+                self.freeze.record_success(canon, probe=mode == PROBE)
+            return None
+        finally:
+            if mode == PROBE:
+                self.freeze.end_probe(canon)
+
     def failed(self, ticket: Ticket, exc: BaseException) -> None:
-        if ticket is not None:
-            symbol, canon, mode = self.unpack(ticket)
-            self.report(symbol, canon, mode, exc, None)
-
-    def succeeded(self, canon: str, mode: int) -> None:
+        if ticket is None:
+            return
+        symbol, canon, mode = self.unpack(ticket)
         try:
-            self.freeze.record_success(canon, probe=mode == PROBE)
+            self.report(symbol, mode, exc, None)
         finally:
             if mode == PROBE:
                 self.freeze.end_probe(canon)
 
-    def report(
-        self, symbol: str, canon: str, mode: int, exc: BaseException, kind: FailureKind | None
-    ) -> None:
-        """Tell the freeze manager; a probe ends here, with a verdict or (outage, cancellation)
-        without."""
-        try:
-            if not isinstance(exc, Exception):
-                return  # cancelled or interrupted: no verdict on the symbol
-            kind = kind or classify(exc, self.transient)
-            if mode == PROBE and not rules.probe_settled_by(kind):
-                return  # an outage says nothing about the symbol
-            self.freeze.record_failure(symbol, exc, kind)
-        finally:
-            if mode == PROBE:
-                self.freeze.end_probe(canon)
+    def report(self, symbol: str, mode: int, exc: BaseException, kind: FailureKind | None) -> None:
+        """Count a failure; a probe that was cancelled or met an outage gets no verdict."""
+        if not isinstance(exc, Exception):
+            return  # cancelled or interrupted: no verdict on the symbol
+        kind = kind or classify(exc, self.transient)
+        if mode == PROBE and not rules.probe_settled_by(kind):
+            return  # an outage says nothing about the symbol
+        self.freeze.record_failure(symbol, exc, kind)
+
+
+Modes = dict[str, int] | None  # each kept symbol's admission; None: the call asked for every symbol
 
 
 class TickersBody:
@@ -181,69 +182,58 @@ class TickersBody:
         self.name = name
         self.pname = spec.symbol or "symbols"
 
-    def enter(self, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs, dict[str, int]]:
+    def enter(self, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs, Modes]:
         """The call's arguments with refused symbols left out, and each kept symbol's mode."""
         symbols = arg(args, kwargs, self.index, self.pname)
         if symbols is None:
-            # every symbol: frozen ones are dropped from the answer
-            return (
-                args,
-                kwargs,
-                _NONE_MODES,
-            )
+            return args, kwargs, None  # every symbol: frozen ones are dropped from the answer
         modes: dict[str, int] = {}
+        kept = []
         try:
             for symbol in symbols:
-                try:
-                    modes[symbol] = self.price.freeze.admit(canonical_symbol(symbol))
-                except GuardRefusedError:
-                    log.debug("left %s out of %s: frozen or restricted", symbol, self.name)
+                if symbol not in modes:
+                    try:
+                        modes[symbol] = self.price.freeze.admit(canonical_symbol(symbol))
+                    except GuardRefusedError:
+                        log.debug("left %s out of %s: frozen or restricted", symbol, self.name)
+                        continue
+                kept.append(symbol)
         except BaseException:
             self.release(modes)
             raise
-        kept = list(modes)
         if 0 <= self.index < len(args):
             args = (*args[: self.index], kept, *args[self.index + 1 :])
         else:
             kwargs = {**kwargs, self.pname: kept}
         return args, kwargs, modes
 
-    def returned(self, modes: dict[str, int], value: Any) -> Any:
+    def returned(self, modes: Modes, value: Any) -> Any:
         if not isinstance(value, Mapping):
             self.release(modes)
             return value
         out = {}
         try:
             for symbol, ticker in value.items():
-                kept = self.judge(symbol, ticker, modes)
-                if kept:
+                if self.judge(symbol, ticker, modes):
                     out[symbol] = ticker
         finally:
             self.release(modes)  # a probed symbol missing from the answer: no verdict
         return out
 
-    def judge(self, symbol: str, ticker: Any, modes: dict[str, int]) -> bool:
+    def judge(self, symbol: str, ticker: Any, modes: Modes) -> bool:
         price = self.price
         canon = canonical_symbol(symbol)
-        if modes is _NONE_MODES and canon in price.freeze.blocked:
+        if modes is None and canon in price.freeze.blocked:
             return False
-        mode = modes.pop(symbol, ALLOW)
-        if price.extract(ticker) is None:
-            error = InvalidResponseError(
-                f"invalid price for {symbol}: {redact(repr(ticker), price.ctx.secrets)[:80]}"
-            )
-            price.report(symbol, canon, mode, error, FailureKind.INVALID_RESPONSE)
-            return False
-        if mode or canon in price.freeze.failing:
-            price.succeeded(canon, mode)
-        return True
+        mode = modes.pop(symbol, ALLOW) if modes else ALLOW
+        return price.judge(symbol, canon, mode, ticker) is None
 
-    def failed(self, modes: dict[str, int], exc: BaseException) -> None:
+    def failed(self, modes: Modes, exc: BaseException) -> None:
         self.release(modes)  # a failed batch says nothing about any one symbol
 
-    def release(self, modes: dict[str, int]) -> None:
+    def release(self, modes: Modes) -> None:
         freeze = self.price.freeze
-        for symbol, mode in modes.items():
+        for symbol, mode in (modes or {}).items():
             if mode == PROBE:
                 freeze.end_probe(canonical_symbol(symbol))
 
@@ -341,7 +331,7 @@ def sync_batch_driver(broker: Any, name: str, body: TickersBody) -> Callable[...
 
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         args, kwargs, modes = enter(args, kwargs)
-        if modes is not _NONE_MODES and not modes:
+        if modes is not None and not modes:
             return {}  # every symbol asked for is refused: nothing to ask the broker
         try:
             value = getattr(broker, name)(*args, **kwargs)
@@ -358,7 +348,7 @@ def async_batch_driver(broker: Any, name: str, body: TickersBody) -> Callable[..
 
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         args, kwargs, modes = enter(args, kwargs)
-        if modes is not _NONE_MODES and not modes:
+        if modes is not None and not modes:
             return {}
         try:
             value = await getattr(broker, name)(*args, **kwargs)
@@ -423,15 +413,22 @@ def make_method(
 
 def named_like(method: Any, broker: Any, name: str) -> Callable[..., Any]:
     """Give ``method`` the broker method's name, qualified name, docs and signature, and its code
-    object the same names, so tracebacks and ``inspect.signature`` name the real method."""
-    original = inspect.getattr_static(type(broker), name, None)
-    qualname = f"{type(broker).__qualname__}.{name}"
-    if inspect.isfunction(original):
-        functools.update_wrapper(method, original)
-        qualname = original.__qualname__
-    else:
+    object the same names, so tracebacks and ``inspect.signature`` name the real method.
+
+    No ``__wrapped__``: a tool that unwraps must never land on the broker's unguarded function.
+    """
+    bound = getattr(broker, name)
+    function = getattr(bound, "__func__", None)
+    own = getattr(bound, "__self__", None) is broker and getattr(function, "__name__", "") == name
+    if own and inspect.isfunction(function):
+        functools.update_wrapper(method, function, updated=())
+        del method.__wrapped__
+        qualname = function.__qualname__
+        method.__signature__ = _signature(function)
+    else:  # an alias, a builtin, a static method, an instance attribute: as it is called
+        qualname = f"{type(broker).__qualname__}.{name}"
         method.__name__, method.__qualname__ = name, qualname
-        method.__signature__ = _unbound_signature(getattr(broker, name))
+        method.__signature__ = _unbound_signature(bound)
     code = method.__code__
     try:
         method.__code__ = code.replace(co_name=name, co_qualname=qualname)
@@ -441,11 +438,20 @@ def named_like(method: Any, broker: Any, name: str) -> Callable[..., Any]:
     return named
 
 
-def _unbound_signature(bound: Any) -> inspect.Signature | None:
-    """The signature of a bound method or builtin as its class sees it (with ``self``)."""
+def _signature(function: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        signature = inspect.signature(bound)
+        return inspect.signature(function)
     except (TypeError, ValueError):
         return None
+
+
+def _unbound_signature(bound: Any) -> inspect.Signature | None:
+    """The signature of a bound method or builtin as its class sees it (with ``self``)."""
+    signature = _signature(bound)
+    if signature is None:
+        return None
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    return signature.replace(parameters=[self_param, *signature.parameters.values()])
+    try:
+        return signature.replace(parameters=[self_param, *signature.parameters.values()])
+    except ValueError:  # it has a parameter named self already: leave the generic signature
+        return None

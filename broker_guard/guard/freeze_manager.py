@@ -115,8 +115,7 @@ class SymbolFreezeManager:
     def record_success(self, canon: str, *, probe: bool = False) -> None:
         """Reset the failure count; a successful probe unfreezes. Cheap when there is nothing to
         reset."""
-        if probe:
-            self.end_probe(canon)
+        if probe:  # unfreezing gives the probe slot back
             self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
         elif canon in self.failing:
             self._persist(lambda doc: rules.reset_count(doc, canon), replay=False)

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from broker_guard import GuardConfig, GuardedBroker, MemoryStore, SymbolFrozenError
+from broker_guard import (
+    GuardConfig,
+    GuardedBroker,
+    GuardRefusedError,
+    MemoryStore,
+    SymbolFrozenError,
+)
 from broker_guard.testing import FakeClock, PaperBroker
 
 SYMBOL = "SOL/USDT"
@@ -292,3 +298,69 @@ def test_async_generated_methods_stay_coroutine_functions() -> None:
     assert inspect.iscoroutinefunction(guard.fetch_ticker)
     assert guard.fetch_ticker.__name__ == "fetch_ticker"
     assert list(inspect.signature(guard.fetch_tickers).parameters) == ["symbols", "params"]
+
+
+def test_generated_methods_offer_no_way_around_the_guard() -> None:
+    """No ``__wrapped__``: ``inspect.unwrap`` must not hand out the broker's unguarded function."""
+    broker = PaperBroker(prices={"AUT-USD": 1.0}, cash=1_000.0)
+    guard = GuardedBroker(broker, GuardConfig.load(env={}), store=MemoryStore())
+    assert not hasattr(guard.place_market_order, "__wrapped__")
+    unwrapped = inspect.unwrap(guard.place_market_order)
+    with pytest.raises(GuardRefusedError):  # AUT-USD ships restricted
+        unwrapped("AUT-USD", "buy", 1.0)
+    assert broker.orders == []
+
+
+class OddBroker:
+    """Methods that are not plain functions on the class."""
+
+    def __init__(self) -> None:
+        self.get_price = self.quote  # an instance attribute: a bound method of another name
+
+    @staticmethod
+    def get_current_price(self: Any, symbol: str | None = None) -> float:
+        return 1.0
+
+    def quote(self, ticker: str, venue: str = "x") -> float:
+        return 2.0
+
+
+def test_odd_broker_methods_get_their_own_signatures() -> None:
+    guard = GuardedBroker(OddBroker(), GuardConfig.load(env={}), store=MemoryStore())
+    assert guard.get_current_price(None, "BTC-USD") == 1.0  # a static method taking "self"
+    assert guard.get_price.__name__ == "get_price"
+    assert list(inspect.signature(guard.get_price).parameters) == ["ticker", "venue"]
+
+
+def test_a_probe_whose_price_extractor_raises_frees_the_slot() -> None:
+    """An exception inside the guard while judging a probe's answer: the slot comes back."""
+    from broker_guard import MethodSpec
+
+    calls = {"n": 0}
+
+    def flaky_extract(value: Any) -> float | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise GuardInternalError("extractor bug")
+        return float(value["last"]) if isinstance(value, dict) else None
+
+    exchange = Exchange()
+    clock = FakeClock()
+    spec = MethodSpec("price", symbol="symbol", price=flaky_extract)
+    config = GuardConfig.load(env={}, freeze={"auto_unfreeze": True, "cooldown_hours": 1.0})
+    guard = GuardedBroker(
+        exchange, config, store=MemoryStore(), profile={"fetch_ticker": spec}, clock=clock
+    )
+    guard.freeze_manager.freeze(SYMBOL, "test")
+    clock.advance(COOLDOWN_S + 1)
+    with pytest.raises(GuardInternalError):
+        guard.fetch_ticker(SYMBOL)
+    assert guard.fetch_ticker(SYMBOL)["last"] == 100.0  # probed again, and unfrozen
+    assert not guard.freeze_manager.is_frozen(SYMBOL)
+
+
+def test_fetch_tickers_keeps_duplicate_symbols_as_asked() -> None:
+    exchange = Exchange()
+    guard = GuardedBroker(exchange, GuardConfig.load(env={}), store=MemoryStore(), profile="ccxt")
+    guard.fetch_tickers([SYMBOL, SYMBOL])
+    assert exchange.calls == [f"tickers {[SYMBOL, SYMBOL]}"]
