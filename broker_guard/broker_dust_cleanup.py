@@ -43,6 +43,12 @@ class BrokerDustCleanup:
         )
         return guard.guard_context
 
+    def scan(
+        self, broker: object, threshold: float
+    ) -> tuple[list[Position], list[Position], list[Position]]:
+        """(all positions valued, dust, unknown-value) for one broker."""
+        return scan(self._context(broker), threshold)
+
     def find_dust_positions(
         self, broker: object, threshold_usd: float | None = None
     ) -> list[Position]:

@@ -67,8 +67,9 @@ _MESSAGE_RULES: tuple[tuple[re.Pattern[str], FailureKind], ...] = (
     (re.compile(r"insufficient (funds|balance)", re.I), FailureKind.INSUFFICIENT_FUNDS),
     (
         re.compile(
-            r"delisted|not available|not found|unknown (asset "
-            r")?(symbol|product|pair|market)|invalid (asset )?(symbol|product|pair|market)"
+            r"delisted|not available|not found"
+            r"|unknown (asset )?(symbol|product|pair|market)"
+            r"|invalid (asset )?(symbol|product|pair|market)"
             r"|no such (symbol|product|market)|suspended|halted|bad symbol|invalid price",
             re.I,
         ),

@@ -1,5 +1,6 @@
-"""The operator's command line: ``broker-guard
-demo|status|health|freeze|unfreeze|restrict|unrestrict|dust|normalize``.
+"""The operator's command line: ``broker-guard COMMAND``.
+
+Commands: demo, status, health, freeze, unfreeze, restrict, unrestrict, dust, normalize.
 
 Exit codes: 0 success; 1 an alert is raised (``health``), an action failed or
 the state store cannot be reached (nothing was changed);

@@ -53,9 +53,8 @@ class FreezePolicy:
     manual_review_required: bool = True
     auto_unfreeze: bool = True
     count_transient_failures: bool = False  # an outage must not freeze the universe
-    frozen_returns_none: bool = (
-        False  # price calls on a frozen symbol return None instead of raising
-    )
+    # price calls on a frozen symbol return None instead of raising
+    frozen_returns_none: bool = False
     alert_frozen_count: int = 5  # health alert above this many frozen symbols
 
 
@@ -87,15 +86,12 @@ class GuardSettings:
     lock_timeout_seconds: float = 10.0
     refresh_interval_seconds: float = 1.0  # how often another process's changes are looked for
     value_tolerance: float = 0.25  # computed vs broker-reported position value, relative
-    store_url: str | None = (
-        None  # None: JSON files in data_dir; redis://host:6379/0 for state shared by a fleet
-    )
-    store_prefix: str = (
-        "broker_guard"  # Redis key prefix: one per deployment sharing a Redis database
-    )
-    balance_ttl_hours: float | None = (
-        None  # Redis only: the last known balance expires this long after it was saved
-    )
+    # None: JSON files in data_dir; redis://host:6379/0 for state shared by a fleet
+    store_url: str | None = None
+    # Redis key prefix: one per deployment sharing a Redis database
+    store_prefix: str = "broker_guard"
+    # Redis only: the last known balance expires this long after it was saved
+    balance_ttl_hours: float | None = None
     audit_max_records: int = 100_000  # Redis only: the audit stream keeps this many newest records
 
 

@@ -11,7 +11,13 @@ from typing import Any
 
 from broker_guard._singleton import SingletonFactory
 from broker_guard.config import GuardConfig
-from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
+from broker_guard.core.validate import is_valid_balance
+from broker_guard.guard.balance_fetcher import (
+    STATE,
+    AccountHealth,
+    EnhancedBalanceFetcher,
+    describe_balance,
+)
 from broker_guard.state.select import store_from_config
 
 
@@ -47,7 +53,11 @@ def reset_enhanced_balance_fetcher() -> None:
 
 
 __all__ = [
+    "AccountHealth",
     "EnhancedBalanceFetcher",
+    "STATE",
+    "describe_balance",
     "get_enhanced_balance_fetcher",
+    "is_valid_balance",
     "reset_enhanced_balance_fetcher",
 ]

@@ -37,10 +37,8 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     wherever they appear, even without a telling key name around them.
     """
     out = str(text)
-    for secret in (
-        *secrets,
-        *_known,
-    ):  # and every credential a guard in this process was built with
+    # and every credential a guard in this process was built with
+    for secret in (*secrets, *_known):
         if secret and len(secret) >= MIN_SECRET_CHARS:
             out = out.replace(secret, MASK)
     out = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", out)

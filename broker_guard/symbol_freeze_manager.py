@@ -11,7 +11,15 @@ from typing import Any
 
 from broker_guard._singleton import SingletonFactory
 from broker_guard.config import GuardConfig
-from broker_guard.guard.freeze_manager import FrozenSymbol, SymbolFreezeManager
+from broker_guard.guard.freeze_manager import (
+    ALLOW,
+    PROBE,
+    RESTRICTED,
+    STATE,
+    FrozenSymbol,
+    SymbolFreezeManager,
+    shipped_restricted_symbols,
+)
 from broker_guard.state.select import store_from_config
 
 
@@ -60,8 +68,13 @@ def reset_symbol_freeze_manager() -> None:
 
 
 __all__ = [
+    "ALLOW",
     "FrozenSymbol",
+    "PROBE",
+    "RESTRICTED",
+    "STATE",
     "SymbolFreezeManager",
     "get_symbol_freeze_manager",
     "reset_symbol_freeze_manager",
+    "shipped_restricted_symbols",
 ]

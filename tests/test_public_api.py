@@ -40,3 +40,20 @@ def test_importing_the_package_loads_neither_redis_nor_ccxt() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_seed_modules_keep_the_names_they_had() -> None:
+    from broker_guard import broker_dust_cleanup, enhanced_balance_fetcher, symbol_freeze_manager
+
+    for module, names in (
+        (symbol_freeze_manager, ("ALLOW", "PROBE", "STATE", "RESTRICTED", "FrozenSymbol")),
+        (enhanced_balance_fetcher, ("is_valid_balance", "describe_balance", "AccountHealth")),
+        (broker_dust_cleanup, ("BrokerDustCleanup", "DustResult")),
+    ):
+        for name in names:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+    assert callable(broker_dust_cleanup.BrokerDustCleanup.scan)
+
+
+def test_dir_lists_the_names_resolved_on_first_use() -> None:
+    assert {"FakeClock", "PaperBroker", "GuardedBroker", "RedisStore"} <= set(dir(broker_guard))

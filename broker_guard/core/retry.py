@@ -55,7 +55,8 @@ def backoff_delay(policy: BalancePolicy, attempt: int) -> float:
     max_delay."""
     waits = backoff.expo(base=2, factor=policy.base_delay, max_value=policy.max_delay)
     next(waits)  # the generator's priming step yields nothing
-    return float(next(itertools.islice(waits, attempt - 1, None)))
+    delay: float = next(itertools.islice(waits, attempt - 1, None))
+    return delay  # as backoff yields it (an int max_delay stays an int in events and logs)
 
 
 def decide(

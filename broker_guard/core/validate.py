@@ -16,9 +16,8 @@ _INF = math.inf
 
 def plain_price(value: Any) -> float | None:
     """A price that can be right: a finite number above zero (bools and strings are not prices)."""
-    if (
-        type(value) is float
-    ):  # the common case first: the success path of every price call runs this
+    # the common case first: the success path of every price call runs this
+    if type(value) is float:
         return value if 0.0 < value < _INF else None  # NaN fails both comparisons
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None

@@ -363,9 +363,8 @@ class SymbolFreezeManager:
             if force or version != self._versions.get(name):
                 try:
                     doc = self.store.read(name)
-                except (
-                    StoreError
-                ) as exc:  # a lock held past its timeout: trade on what this process knows
+                # a lock held past its timeout: trade on what this process knows
+                except StoreError as exc:
                     self._store_problem = str(exc)
                     log.warning(
                         "freeze state not reloaded (%s); using this process's copy until the next "

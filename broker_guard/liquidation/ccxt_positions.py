@@ -118,9 +118,8 @@ def close_amount(
     try:
         market = exchange.market(symbol)
         amount = float(exchange.amount_to_precision(symbol, quantity))
-    except (
-        Exception
-    ) as exc:  # ccxt raises InvalidOrder below the amount precision, BadSymbol for no market
+    # ccxt raises InvalidOrder below the amount precision, BadSymbol for no market
+    except Exception as exc:
         return None, f"below the exchange's precision or no market: {redact(exc)[:120]}"
     limits = market.get("limits") or {}
     min_amount = number((limits.get("amount") or {}).get("min"))

@@ -154,9 +154,8 @@ class RedisStore:
             except _UNREACHABLE as exc:
                 self._unreachable(exc)
                 return self._update_in_memory(name, mutate, replay)
-            except (
-                redis.RedisError
-            ) as exc:  # e.g. out of memory, read-only replica: nothing was written
+            # e.g. out of memory, read-only replica: nothing was written
+            except redis.RedisError as exc:
                 raise StoreError(
                     f"Redis store {self.location} refused to write {name!r}: {exc}", cause=exc
                 ) from exc
@@ -461,14 +460,11 @@ class RedisStore:
             except _UNREACHABLE as exc:
                 if self._stop.is_set():
                     return
-                with contextlib.suppress(
-                    StoreError
-                ):  # degrading is off: callers get the error, the listener reconnects
+                # degrading is off: callers get the error, the listener reconnects
+                with contextlib.suppress(StoreError):
                     self._unreachable(exc)
-            except (
-                StoreError,
-                redis.RedisError,
-            ) as exc:  # e.g. the replay kept conflicting: try again after a wait
+            # e.g. the replay kept conflicting: try again after a wait
+            except (StoreError, redis.RedisError) as exc:
                 log.error(
                     "Redis store %s: replay after reconnect failed (%s); retrying",
                     self.location,
