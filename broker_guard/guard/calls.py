@@ -239,29 +239,29 @@ class TickersBody:
 
 
 class OrderBody:
-    """Entries on frozen or restricted symbols, or while a symbol cannot be judged, are refused
-    before the broker sees them; exits pass. Orders are never retried: a retry can fill twice."""
+    """Entries on frozen or restricted symbols are refused before the broker sees them; exits
+    pass. Orders are never retried: a retry can fill twice."""
 
-    __slots__ = ("freeze", "pname", "side_index", "sname", "spec", "symbol_index")
+    __slots__ = ("enter",)
 
     def __init__(self, ctx: GuardContext, spec: MethodSpec, indexes: tuple[int, int]) -> None:
-        self.freeze = ctx.freeze
-        self.spec = spec
-        self.symbol_index, self.side_index = indexes
-        self.pname, self.sname = spec.symbol, spec.side
+        symbol_index, side_index = indexes
+        pname, sname, exit_only = spec.symbol, spec.side, spec.exit
+        check_entry, canonical = ctx.freeze.check_entry, canonical_symbol
 
-    def enter(self, args: Args, kwargs: Kwargs) -> Ticket:
-        symbol = arg(args, kwargs, self.symbol_index, self.pname)
-        if isinstance(symbol, str) and not self.is_exit(
-            arg(args, kwargs, self.side_index, self.sname), kwargs
-        ):
-            self.freeze.check_entry(canonical_symbol(symbol))
-        return None
+        def enter(args: Args, kwargs: Kwargs) -> Ticket:
+            symbol = arg(args, kwargs, symbol_index, pname)
+            if isinstance(symbol, str) and not (exit_only or is_exit(args, kwargs)):
+                check_entry(canonical(symbol))
+            return None
 
-    def is_exit(self, side: Any, kwargs: Kwargs) -> bool:
-        if self.spec.exit or kwargs.get("reduce_only") or kwargs.get("reduceOnly"):
-            return True
-        return isinstance(side, str) and side.lower() in EXIT_SIDES
+        def is_exit(args: Args, kwargs: Kwargs) -> bool:
+            if kwargs.get("reduce_only") or kwargs.get("reduceOnly"):
+                return True
+            side = arg(args, kwargs, side_index, sname)
+            return isinstance(side, str) and side.lower() in EXIT_SIDES
+
+        self.enter = enter
 
     def failed(self, ticket: Ticket, exc: BaseException) -> None:
         return None

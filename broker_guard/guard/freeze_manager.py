@@ -103,6 +103,8 @@ class SymbolFreezeManager:
         An order is never the probe: after a cooldown a price call must succeed first.
         """
         now = self._refreshed()
+        if canon not in self.blocked:  # neither frozen nor restricted: nothing to decide
+            return
         book = self._book
         verdict = rules.admit(book, canon, now, probe_free=False)
         if verdict is Verdict.ALLOW:
