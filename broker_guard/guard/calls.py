@@ -90,10 +90,10 @@ class PriceBody:
             if not isinstance(symbol, str):
                 return None  # no symbol to judge: the broker's own answer
             canon = known.get(symbol) or canonical(symbol)
-            if canon in freeze.blocked or freeze.clock() >= freeze.next_refresh:
+            # frozen, restricted or counting failures (a success resets the count), or a
+            # refresh due: off the fast path, through the freeze manager's verdict
+            if canon in freeze.watched or freeze.clock() >= freeze.next_refresh:
                 return symbol, canon, admit(canon)
-            if canon in freeze.failing:
-                return symbol, canon, ALLOW  # a success resets its count: off the fast path
             return symbol
 
         def returned(ticket: Ticket, value: Any) -> Any:

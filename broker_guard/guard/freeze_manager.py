@@ -51,9 +51,9 @@ def shipped_restricted_symbols() -> list[str]:
 class SymbolFreezeManager:
     """Failure counts, freezes, cooldown probes and the restricted list, for one store.
 
-    ``blocked``, ``failing`` and ``next_refresh`` are read by the guarded
-    calls' fast path (a set lookup and a clock read); they are replaced, never
-    changed in place, so a reader always sees one consistent state.
+    ``watched``, ``blocked``, ``failing`` and ``next_refresh`` are read by the
+    guarded calls' fast path (a set lookup and a clock read); they are replaced,
+    never changed in place, so a reader always sees one consistent state.
     """
 
     def __init__(
@@ -77,6 +77,7 @@ class SymbolFreezeManager:
         self._book: Book = rules.EMPTY_BOOK
         self.blocked: frozenset[str] = frozenset()  # frozen or restricted
         self.failing: Mapping[str, int] = {}  # symbols with a non-zero failure count
+        self.watched: frozenset[str] = frozenset()  # blocked or failing: not for the fast path
         self.next_refresh = -math.inf
         self._probing: set[str] = set()
         self._versions: dict[str, Any] = {}
@@ -403,6 +404,7 @@ class SymbolFreezeManager:
             self._book = book
             self.failing = book.counts
             self.blocked = book.blocked
+            self.watched = book.blocked.union(book.counts)
 
 
 def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> Exception:
