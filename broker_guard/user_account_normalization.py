@@ -39,12 +39,7 @@ def run_normalization_pass(
         consolidation_threshold_usd,
         close_consolidation_candidates,
     )
-    checked = base.replace(
-        normalization={
-            "minimum_position_usd": plan.minimum,
-            "consolidation_threshold_usd": max(plan.consolidation, plan.minimum),
-        }
-    )
+    checked = plan.applied_to(base)
     brokers: Mapping[str, object] = broker if isinstance(broker, Mapping) else {"": broker}
     accounts = {}
     for name, one in brokers.items():

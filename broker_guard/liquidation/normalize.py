@@ -53,13 +53,7 @@ class NormalizationPlan:
             policy.consolidation_threshold_usd if consolidation is None else consolidation,
             policy.close_consolidation_candidates if close_candidates is None else close_candidates,
         )
-        config.replace(
-            normalization={
-                "minimum_position_usd": plan.minimum,
-                "consolidation_threshold_usd": max(plan.consolidation, plan.minimum),
-                "close_consolidation_candidates": plan.close_candidates,
-            }
-        )
+        plan.applied_to(config)
         # the consolidation threshold on its own too (below the minimum it means no candidates)
         config.replace(
             normalization={
@@ -68,6 +62,16 @@ class NormalizationPlan:
             }
         )
         return plan
+
+    def applied_to(self, config: GuardConfig) -> GuardConfig:
+        """``config`` with this plan's thresholds (checked by the config file's rules)."""
+        return config.replace(
+            normalization={
+                "minimum_position_usd": self.minimum,
+                "consolidation_threshold_usd": max(self.consolidation, self.minimum),
+                "close_consolidation_candidates": self.close_candidates,
+            }
+        )
 
 
 Action = tuple[Position, str, float, str]  # position, action, threshold, reason
