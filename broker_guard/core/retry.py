@@ -47,7 +47,6 @@ class Decision:
     state: RetryState  # the state of the next attempt when retrying, else unchanged
     delay: float = 0.0
     why: Why | None = None  # set when giving up before the attempts ran out
-    hint: float | None = None  # the broker's retry-after, when it decided the delay or the stop
 
 
 def backoff_delay(policy: BalancePolicy, attempt: int) -> float:
@@ -85,7 +84,7 @@ def decide(
         budget = policy.max_total_seconds - (now - state.started)
     if hint is not None and hint > delay:
         if hint > (budget if budget is not None else policy.max_delay):
-            return Decision(Action.GIVE_UP, state, why=Why.HINT_BEYOND_BUDGET, hint=hint)
+            return Decision(Action.GIVE_UP, state, why=Why.HINT_BEYOND_BUDGET)
         delay = hint
     if budget is not None and delay > budget:
         return Decision(Action.GIVE_UP, state, why=Why.BUDGET_SPENT)
