@@ -1,4 +1,9 @@
-"""Remove API keys, secrets, signatures and passwords from text before it is logged or stored."""
+"""Remove API keys, secrets, signatures and passwords from text before it is logged or stored.
+
+Masking happens where text enters (an error message, a reason, a URL, a log
+line), field by field: never over a serialized document, where a key pattern
+would rewrite a symbol or currency named SIG, TOKEN or AUTH.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +31,6 @@ _HEADER = re.compile(
     r"(?i)\b(x-[a-z-]*(?:key|sign|signature|passphrase|token)[a-z-]*)\s*[:=]\s*\S+"
 )
 MASK = "***"
-# shorter values are not masked by value: masking "test" everywhere would rewrite symbols and state
-MIN_SECRET_CHARS = 8
 
 
 def redact(text: object, secrets: Iterable[str] = ()) -> str:
@@ -37,9 +40,10 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     wherever they appear, even without a telling key name around them.
     """
     out = str(text)
-    # and every credential a guard in this process was built with
-    for secret in (*secrets, *_known):
-        if secret and len(secret) >= MIN_SECRET_CHARS:
+    # and every credential a guard in this process was built with, longest first (a secret that
+    # contains a shorter one is masked whole), at any length: a 7-character passphrase is a secret
+    for secret in sorted({*secrets, *_known}, key=len, reverse=True):
+        if secret:
             out = out.replace(secret, MASK)
     out = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", out)
     out = _HEADER.sub(lambda m: f"{m.group(1)}: {MASK}", out)
@@ -47,31 +51,57 @@ def redact(text: object, secrets: Iterable[str] = ()) -> str:
     return _PAIR.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", out)
 
 
-_SECRET_ATTRS = (
-    "apiKey",
-    "api_key",
-    "secret",
-    "api_secret",
-    "password",
-    "passphrase",
-    "token",
-    "uid",
-    "privateKey",
+# credential attribute names, as words: every common spelling of each is looked up on a broker
+# (``api_key``, ``apiKey``, ``ApiKey``, ``API_KEY``, ``apikey``, each also with a leading ``_``)
+CREDENTIAL_WORDS = (
+    ("api", "key"),
+    ("api", "secret"),
+    ("api", "passphrase"),
+    ("api", "password"),
+    ("api", "token"),
+    ("secret",),
+    ("secret", "key"),
+    ("secret", "access", "key"),
+    ("access", "key"),
+    ("password",),
+    ("passphrase",),
+    ("token",),
+    ("access", "token"),
+    ("auth", "token"),
+    ("refresh", "token"),
+    ("private", "key"),
+    ("client", "secret"),
+    ("trading", "password"),
+    ("uid",),
+    ("twofa",),
 )
 
 
-def secrets_of(obj: object) -> tuple[str, ...]:
-    """Credential values held by a broker object (ccxt's ``apiKey``/``secret``/``password``,
-    ...)."""
-    found = []
-    for name in _SECRET_ATTRS:
+def _spellings(words: tuple[str, ...]) -> tuple[str, ...]:
+    snake = "_".join(words)
+    camel = words[0] + "".join(w.capitalize() for w in words[1:])
+    plain = (snake, camel, camel[0].upper() + camel[1:], snake.upper(), "".join(words))
+    return tuple(dict.fromkeys(p for name in plain for p in (name, f"_{name}")))
+
+
+CREDENTIAL_ATTRIBUTES = tuple(
+    dict.fromkeys(name for words in CREDENTIAL_WORDS for name in _spellings(words))
+)
+
+
+def secrets_of(obj: object, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Credential values a broker object holds under any common attribute spelling
+    (``CREDENTIAL_ATTRIBUTES``), plus ``extra`` the user names: every non-empty string, any
+    length."""
+    found = [s for s in extra if isinstance(s, str) and s]
+    for name in CREDENTIAL_ATTRIBUTES:
         try:
             value = getattr(obj, name, None)
         except Exception:  # a property that fails must not stop redaction
             continue
-        if isinstance(value, str) and len(value) >= MIN_SECRET_CHARS:
+        if isinstance(value, str) and value:
             found.append(value)
-    return tuple(found)
+    return tuple(dict.fromkeys(found))
 
 
 _known: set[str] = set()  # every credential a guard in this process was built with
@@ -81,7 +111,7 @@ _known_lock = threading.Lock()
 def register_secrets(secrets: Iterable[str]) -> None:
     """Remember credentials so that every broker_guard log line masks them, tracebacks included."""
     with _known_lock:
-        _known.update(s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)
+        _known.update(s for s in secrets if s)
 
 
 class RedactingFilter(logging.Filter):

@@ -13,7 +13,7 @@ guard the new broker with a new ``GuardedBroker``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import wrapt
@@ -69,11 +69,12 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         async_sleep: Callable[[float], Any] | None = None,
         on_event: EventHook | None = None,
         transient_exceptions: tuple[type[BaseException], ...] = (),
+        secrets: Iterable[str] = (),
     ) -> None:
         super().__init__(broker)
         config = _checked(config)
         clock = clock or system_clock
-        secrets = secrets_of(broker)
+        secrets = secrets_of(broker, _checked_secrets(secrets))
         if store is None:
             store = store_from_config(config, clock=clock)
         store.add_secrets(secrets)
@@ -154,6 +155,17 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             f"<{type(self).__mro__[1].__name__} account={ctx.account!r} of {ctx.broker!r}>",
             ctx.secrets,
         )
+
+
+def _checked_secrets(secrets: Iterable[str]) -> list[str]:
+    """``secrets=[...]``: credential values to mask wherever text enters logs, state or output."""
+    if isinstance(secrets, str):
+        raise TypeError("secrets must be a list of strings, not one string")
+    values = list(secrets)
+    wrong = [type(v).__name__ for v in values if not isinstance(v, str)]
+    if wrong:
+        raise TypeError(f"secrets must be strings; got {', '.join(wrong)}")
+    return values
 
 
 def _checked(config: object) -> GuardConfig:

@@ -80,8 +80,9 @@ class Run:
             "action": outcome.action,
             "dry_run": self.dry_run,
             "outcome": outcome.status,
-            "reason": outcome.reason,
-            "error": outcome.error,
+            # text from the broker enters the audit log here: masked field by field
+            "reason": redact(outcome.reason, self.ctx.secrets),
+            "error": None if outcome.error is None else redact(outcome.error, self.ctx.secrets),
             **extra,
         }
         try:
@@ -136,6 +137,7 @@ class Run:
             why = "broker refused the close"
             return self.record(Outcome(fresh, action, "failed", why, value, error=message))
         rejected = _rejection(order)
+        rejected = redact(rejected, self.ctx.secrets)[:300] if rejected else None
         if rejected:
             log.error("   ❌ Failed to close %s: %s", fresh.symbol, rejected)
             why = "broker rejected the close"

@@ -116,7 +116,7 @@ class JsonFileStore:
     def append(self, name: str, record: dict[str, Any]) -> None:
         """Append one JSON line, under the lock, fsynced: a crash leaves at most a torn last
         line."""
-        line = self._redact(json.dumps(record, default=str, sort_keys=True))
+        line = json.dumps(record, default=str, sort_keys=True)
         path = self.data_dir / f"{name}.jsonl"
         with self._thread_lock:
             try:
@@ -228,9 +228,7 @@ class JsonFileStore:
     def _write(self, name: str, data: dict[str, Any]) -> None:
         path = self._path(name)
         doc = {"schema_version": SCHEMA_VERSION, "updated_at": utc_iso(self._clock()), "data": data}
-        payload = self._redact(json.dumps(doc, sort_keys=True, indent=1, default=str)).encode(
-            "utf-8"
-        )
+        payload = json.dumps(doc, sort_keys=True, indent=1, default=str).encode("utf-8")
         fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=f".{name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -261,6 +259,7 @@ class JsonFileStore:
         return copy.deepcopy(data), result
 
     def _degrade(self, name: str, why: str) -> None:
+        why = redact(why, self._secrets)
         if name not in self._degraded:
             log.error(
                 "state %s cannot use %s (%s); keeping it in memory. Trading goes on; fix the disk.",
@@ -269,9 +268,6 @@ class JsonFileStore:
                 why,
             )
         self._degraded[name] = why
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets)
 
 
 def _parse(raw: bytes) -> dict[str, Any]:

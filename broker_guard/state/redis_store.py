@@ -168,7 +168,7 @@ class RedisStore:
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         """Add one audit record to the capped stream; ``StoreError`` when Redis does not take it."""
-        line = redact(json.dumps(record, default=str, sort_keys=True), self._secrets)
+        line = json.dumps(record, default=str, sort_keys=True)
         try:
             self._client.xadd(
                 f"{self.prefix}:audit:{name}",
@@ -305,7 +305,7 @@ class RedisStore:
             "updated_at": utc_iso(self._clock()),
             "data": data,
         }
-        return redact(json.dumps(doc, sort_keys=True, default=str), self._secrets)
+        return json.dumps(doc, sort_keys=True, default=str)
 
     def _recover(self, name: str, problem: Exception) -> tuple[dict[str, Any], int]:
         """A damaged document is renamed aside and the previous good one put back, as the file store
@@ -381,7 +381,9 @@ class RedisStore:
                     self.location,
                     exc,
                 )
-                self._down = f"unreachable since {utc_iso(self._clock())}: {exc}"
+                self._down = redact(
+                    f"unreachable since {utc_iso(self._clock())}: {exc}", self._secrets
+                )
                 self._changed.notify_all()
             self._resync.set()
         if not self._degrade_allowed:
