@@ -37,6 +37,11 @@ class SymbolFrozenError(GuardRefusedError):
     """The symbol is frozen after repeated failures; exits stay allowed."""
 
 
+class StateUnconfirmedError(SymbolFrozenError):
+    """An entry refused because the guard cannot read its shared state: it cannot confirm the
+    symbol is not frozen (a ``SymbolFrozenError``, so code that skips frozen symbols skips it)."""
+
+
 class SymbolRestrictedError(GuardRefusedError):
     """The symbol is on the restricted list and is never traded."""
 

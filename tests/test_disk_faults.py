@@ -3,7 +3,6 @@ health says what is wrong."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,37 +34,37 @@ def test_disk_full_keeps_trading_and_replays_when_space_returns(
     guard, _ = file_guard(tmp_path, clock)
     guard.get_account_balance()
     fail_price_calls(guard, "OLD-USD", 1)
-    real_mkstemp = __import__("tempfile").mkstemp
+    real_fsync = os.fsync
 
     def no_space(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", no_space)
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", no_space)
     fail_price_calls(guard, "OLD-USD", 2)  # the third failure freezes, in memory
     with pytest.raises(SymbolFrozenError):
         guard.get_current_price("OLD-USD")
     assert guard.get_current_price("BTC-USD") == 50_000.0 and guard.get_account_balance() == 1_000.0
     health = guard.health()
     assert not health["ok"] and any("No space left" in a for a in health["alerts"])
-    on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
-    assert on_disk["failures"]["OLD/USD"]["count"] == 1  # what was persisted before is intact
-
-    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", real_mkstemp)
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", real_fsync)
     # the next write replays what was kept in memory
     guard.freeze_manager.freeze("ETH-USD", "operator")
-    on_disk = json.loads((tmp_path / "symbol_freeze.json").read_text())["data"]
+    on_disk = JsonFileStore(tmp_path).read("symbol_freeze")
     assert {"OLD/USD", "ETH/USD"} <= set(on_disk["frozen"])
     assert guard.health()["persistence"]["ok"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not an object"])
-def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not an object", "deep"])
+def test_a_damaged_snapshot_is_rebuilt_without_losing_the_last_change(
     tmp_path: Path, clock: FakeClock, damage: str
 ) -> None:
     guard, _ = file_guard(tmp_path, clock)
     fail_price_calls(guard, "OLD-USD", 3)
-    guard.freeze_manager.freeze("ETH-USD", "operator")  # the .bak now holds OLD/USD frozen
-    path = tmp_path / "symbol_freeze.json"
+    guard.guard_context.store.compact("symbol_freeze")
+    guard.freeze_manager.freeze("ETH-USD", "operator")
+    guard.guard_context.store.compact("symbol_freeze")  # the snapshot holds both freezes
+    guard.freeze_manager.freeze("SOL-USD", "operator")  # the last acknowledged change
+    path = tmp_path / "symbol_freeze.snapshot.json"
     text = path.read_text()
     path.write_text(
         {
@@ -73,19 +72,21 @@ def test_a_damaged_state_file_is_restored_from_the_last_good_copy_and_reported(
             "garbage": "\x00\xff{{{",
             "empty": "",
             "not an object": "[1, 2]",
+            "deep": "[" * 100_000 + "]" * 100_000,
         }[damage]
     )
 
     fresh, _ = file_guard(tmp_path, clock)
-    with pytest.raises(SymbolFrozenError):
-        fresh.get_current_price("OLD-USD")  # the freeze survived through the last good copy
+    for symbol in ("OLD-USD", "ETH-USD", "SOL-USD"):  # every freeze survived, the last one too
+        with pytest.raises(SymbolFrozenError):
+            fresh.get_current_price(symbol)
     assert fresh.get_current_price("BTC-USD") == 50_000.0
     health = fresh.health()
-    assert health["persistence"]["recovered"] and any(
-        "last good copy" in a for a in health["alerts"]
-    )
+    assert health["persistence"]["recovered"] and any("restored" in a for a in health["alerts"])
     # kept for a post-mortem
-    assert any(p.name.startswith("symbol_freeze.json.corrupt-") for p in tmp_path.iterdir())
+    assert any(
+        p.name.startswith("symbol_freeze.snapshot.json.corrupt-") for p in tmp_path.iterdir()
+    )
 
 
 def test_a_stale_lock_file_left_by_a_dead_process_does_not_block(
@@ -104,10 +105,7 @@ def test_a_lock_that_cannot_be_taken_in_time_does_not_stop_the_trading_loop(
     guard.freeze_manager.freeze("SOL-USD", "operator")  # the state file exists
     other = filelock.FileLock(tmp_path / "symbol_freeze.json.lock")
     with other:  # another process holds the freeze state's lock past the timeout
-        state = tmp_path / "symbol_freeze.json"
-        # and changed it: a reload is due
-        os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))
-        clock.advance(1)
+        clock.advance(1)  # a reload is due: it reads without the lock
         # served; no StoreLockTimeoutError into the loop
         assert guard.get_current_price("BTC-USD") == 50_000.0
         fail_price_calls(guard, "OLD-USD", 3)  # failures are counted in memory meanwhile

@@ -12,6 +12,7 @@ saves. No store, no logging, no clock of their own.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -66,17 +67,59 @@ class FrozenSymbol:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> FrozenSymbol:
+    def from_dict(cls, raw: Any) -> FrozenSymbol:
+        """The record a stored dict describes; ``ValueError`` naming the field when any has the
+        wrong type (``"auto_unfreeze": "false"`` is not a boolean)."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"a frozen record must be an object, not {type(raw).__name__}")
+        cooldown = _typed(raw, "cooldown_hours", (int, float), 24.0)
+        if not math.isfinite(cooldown) or cooldown < 0:
+            raise ValueError(f"cooldown_hours must be a finite number >= 0, not {cooldown!r}")
         return cls(
-            symbol=str(raw["symbol"]),
-            reason=str(raw.get("reason", "")),
-            last_error=str(raw.get("last_error", "")),
-            frozen_at=parse_utc_iso(str(raw["frozen_at"])),
-            consecutive_failures=int(raw.get("consecutive_failures", 0)),
-            manual_review=bool(raw.get("manual_review", True)),
-            auto_unfreeze=bool(raw.get("auto_unfreeze", False)),
-            cooldown_hours=float(raw.get("cooldown_hours", 24.0)),
+            symbol=_typed(raw, "symbol", str),
+            reason=_typed(raw, "reason", str, ""),
+            last_error=_typed(raw, "last_error", str, ""),
+            frozen_at=parse_utc_iso(_typed(raw, "frozen_at", str)),
+            consecutive_failures=_typed(raw, "consecutive_failures", int, 0),
+            manual_review=_typed(raw, "manual_review", bool, True),
+            auto_unfreeze=_typed(raw, "auto_unfreeze", bool, False),
+            cooldown_hours=float(cooldown),
         )
+
+
+_MISSING: Any = object()
+
+
+def _typed(raw: Mapping[str, Any], key: str, kind: Any, default: Any = _MISSING) -> Any:
+    """``raw[key]`` when it has the JSON type ``kind`` (a bool is not a number here)."""
+    if key not in raw and default is not _MISSING:
+        return default
+    value = raw.get(key)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if value is None or (isinstance(value, bool) and bool not in kinds):
+        raise ValueError(f"{key} must be {_type_names(kinds)}, not {value!r:.40}")
+    if not isinstance(value, kinds):
+        raise ValueError(f"{key} must be {_type_names(kinds)}, not {value!r:.40}")
+    return value
+
+
+def _type_names(kinds: tuple[type, ...]) -> str:
+    names = {bool: "a JSON boolean", str: "a string", int: "a whole number", float: "a number"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+MAX_COUNT = 10**9
+
+
+def count_of(entry: Any) -> int | None:
+    """The failure count a stored entry holds, or None when it is malformed (a bare number, a
+    string, NaN, a count no process could have reached)."""
+    if not isinstance(entry, Mapping):
+        return None
+    count = entry.get("count", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+        return None
+    return count
 
 
 @dataclass(frozen=True)
@@ -188,28 +231,37 @@ def record_failure(
     doc: dict[str, Any], failure: Failure, policy: FreezePolicy
 ) -> tuple[int, Transition]:
     """Count ``failure`` in ``doc``; freeze at the threshold, refreeze when it ended a probe."""
-    failures = doc.setdefault("failures", {})
-    frozen = doc.setdefault("frozen", {})
-    entry = failures.setdefault(failure.canon, {"count": 0})
-    entry.update(
-        count=int(entry.get("count", 0)) + 1,
-        last_error=failure.message,
-        last_failure_at=utc_iso(failure.now),
-        symbol=failure.symbol,
-    )
-    count = int(entry["count"])
+    failures = _section(doc, "failures")
+    frozen = _section(doc, "frozen")
+    previous = count_of(failures.get(failure.canon, {"count": 0}))
+    count = policy.failure_threshold if previous is None else previous + 1
+    failures[failure.canon] = {
+        "count": count,
+        "last_error": failure.message,
+        "last_failure_at": utc_iso(failure.now),
+        "symbol": failure.symbol,
+    }
+    if previous is None and failure.canon not in frozen:  # fail closed: a damaged count freezes
+        reason = "failure record was malformed; frozen for review"
+        record = new_record(
+            policy, failure.symbol, reason, failure.message, failure.now, count, True
+        )
+        frozen[failure.canon] = record.as_dict()
+        return count, Transition.FROZEN
     if failure.canon in frozen:
         if not failure.probing:
             return count, Transition.COUNTED
         old = frozen[failure.canon]
+        old = old if isinstance(old, Mapping) else {}
+        symbol = old.get("symbol")
         record = new_record(
             policy,
-            str(old.get("symbol", failure.symbol)),
+            symbol if isinstance(symbol, str) else failure.symbol,
             "probe call failed after the cooldown",
             failure.message,
             failure.now,
             count,
-            bool(old.get("manual_review", True)),
+            old.get("manual_review") is not False,
         )
         frozen[failure.canon] = record.as_dict()
         return count, Transition.REFROZEN
@@ -226,23 +278,37 @@ def record_failure(
 def freeze(doc: dict[str, Any], canon: str, record_of: Any) -> bool:
     """Freeze ``canon`` whatever its count; ``record_of(count)`` builds the record. True when
     new."""
-    frozen = doc.setdefault("frozen", {})
+    frozen = _section(doc, "frozen")
     was = canon in frozen
-    count = int(doc.get("failures", {}).get(canon, {}).get("count", 0))
+    count = count_of(_section(doc, "failures").get(canon, {})) or 0
     frozen[canon] = record_of(count).as_dict()
     return not was
 
 
 def unfreeze(doc: dict[str, Any], canon: str) -> dict[str, Any] | None:
     """Lift the freeze and reset the count; the removed record, or None when it was not frozen."""
-    doc.setdefault("failures", {}).pop(canon, None)
-    removed: dict[str, Any] | None = doc.setdefault("frozen", {}).pop(canon, None)
-    return removed
+    _section(doc, "failures").pop(canon, None)
+    removed = _section(doc, "frozen").pop(canon, None)
+    return removed if isinstance(removed, dict) else ({} if removed is not None else None)
 
 
 def reset_count(doc: dict[str, Any], canon: str) -> None:
     """A good price: the failures so far were not consecutive after all."""
-    doc.setdefault("failures", {}).pop(canon, None)
+    _section(doc, "failures").pop(canon, None)
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    """``doc[name]`` as a dict; a section of the wrong shape is replaced by one of the right
+    shape (its damage was reported, and its symbols kept frozen, when it was read)."""
+    section = doc.get(name)
+    if not isinstance(section, dict):
+        section = doc[name] = {}
+    return section
+
+
+# the records a change to one symbol touches: what a store hands the change, whatever its size
+def symbol_keys(canon: str) -> list[tuple[str, str]]:
+    return [("failures", canon), ("frozen", canon)]
 
 
 # -- reading the state document ---------------------------------------------------------------
@@ -251,26 +317,62 @@ def reset_count(doc: dict[str, Any], canon: str) -> None:
 def read_book(
     doc: Mapping[str, Any], restricted: frozenset[str], now: float
 ) -> tuple[Book, list[tuple[str, str]]]:
-    """The book a document describes, and (symbol, problem) for each malformed frozen record.
+    """The book a document describes, and (what, problem) for each malformed part.
 
-    A malformed record stays frozen, for review: a fault never releases a freeze.
+    A malformed frozen record or failure count leaves its symbol frozen for review; a section of
+    the wrong shape is reported: a fault never releases a freeze.
     """
     frozen: dict[str, FrozenSymbol] = {}
+    counts: dict[str, int] = {}
     malformed: list[tuple[str, str]] = []
-    for canon, raw in doc.get("frozen", {}).items():
-        try:
-            frozen[canon] = FrozenSymbol.from_dict(raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            malformed.append((canon, str(exc)))
-            frozen[canon] = FrozenSymbol(
-                canon, "malformed record", str(exc), now, 0, True, False, 0.0
+    for name in ("frozen", "failures"):
+        section = doc.get(name, {})
+        if not isinstance(section, Mapping):
+            malformed.append(
+                (name, f"the {name} section is {type(section).__name__}, not an object")
             )
-    counts = {}
-    for canon, entry in doc.get("failures", {}).items():
-        count = entry.get("count", 0) if isinstance(entry, dict) else 0
-        if isinstance(count, int) and count > 0:
+    for canon, raw in _items(doc, "frozen"):
+        record, problem = read_frozen(canon, raw, now)
+        frozen[canon] = record
+        if problem:
+            malformed.append((canon, problem))
+    for canon, entry in _items(doc, "failures"):
+        count, held, problem = read_count(canon, entry, now)
+        if count:
             counts[canon] = count
+        if held is not None and canon not in frozen:
+            frozen[canon] = held
+            malformed.append((canon, problem or ""))
     return Book(frozen, counts, restricted), malformed
+
+
+def _items(doc: Mapping[str, Any], name: str) -> list[tuple[str, Any]]:
+    section = doc.get(name, {})
+    return list(section.items()) if isinstance(section, Mapping) else []
+
+
+def read_frozen(canon: str, raw: Any, now: float) -> tuple[FrozenSymbol, str | None]:
+    """A stored frozen record, or when it is malformed a freeze for review and the problem."""
+    try:
+        return FrozenSymbol.from_dict(raw), None
+    except (KeyError, TypeError, ValueError) as exc:
+        return held_for_review(canon, f"malformed frozen record: {exc}", now), str(exc)
+
+
+def read_count(canon: str, entry: Any, now: float) -> tuple[int, FrozenSymbol | None, str | None]:
+    """A stored failure count; a malformed one holds its symbol frozen for review."""
+    count = count_of(entry)
+    if count is not None:
+        return count, None, None
+    problem = f"malformed failure count {entry!r:.60}"
+    return 0, held_for_review(canon, problem, now), problem
+
+
+def held_for_review(canon: str, problem: str, now: float) -> FrozenSymbol:
+    """What a damaged record becomes: frozen, no auto-unfreeze, until an operator looks."""
+    return FrozenSymbol(
+        canon, "damaged state record: frozen for review", problem, now, 0, True, False, 0.0
+    )
 
 
 def memory_document(book: Book) -> dict[str, Any]:

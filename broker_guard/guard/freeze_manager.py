@@ -22,12 +22,18 @@ from broker_guard.clock import Clock, system_clock
 from broker_guard.config import FreezePolicy
 from broker_guard.core import freeze as rules
 from broker_guard.core.freeze import ALLOW, PROBE, Book, FrozenSymbol, Transition, Verdict
-from broker_guard.errors import StoreError, SymbolFrozenError, SymbolRestrictedError
+from broker_guard.errors import (
+    StateUnconfirmedError,
+    StoreError,
+    SymbolFrozenError,
+    SymbolRestrictedError,
+)
 from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.state.base import Store
+from broker_guard.state.base import Cursor, Store
 from broker_guard.state.memory import MemoryStore
+from broker_guard.state.records import Change
 from broker_guard.symbols import canonical_symbol
 
 log = redact_logger("broker_guard.freeze")
@@ -74,14 +80,18 @@ class SymbolFreezeManager:
         self._secrets = tuple(secrets)
         register_secrets(self._secrets)  # masked in every log line, by the package's log filter
         self._lock = threading.RLock()
-        self._book: Book = rules.EMPTY_BOOK
-        self.blocked: frozenset[str] = frozenset()  # frozen or restricted
-        self.failing: Mapping[str, int] = {}  # symbols with a non-zero failure count
-        self.watched: frozenset[str] = frozenset()  # blocked or failing: not for the fast path
+        self._frozen: dict[str, FrozenSymbol] = {}
+        self._counts: dict[str, int] = {}
+        self._book: Book = Book(self._frozen, self._counts, frozenset())
+        self.blocked: set[str] = set()  # frozen or restricted
+        self.failing: Mapping[str, int] = self._counts  # symbols with a non-zero failure count
+        self.watched: set[str] = set()  # blocked or failing: not for the fast path
         self.next_refresh = -math.inf
         self._probing: set[str] = set()
-        self._versions: dict[str, Any] = {}
+        self._cursors: dict[str, Cursor] = {}
         self._store_problem: str | None = None
+        self.unreadable: str | None = None  # why shared state cannot be read: entries refused
+        self.damaged: dict[str, str] = {}  # records held frozen for review, and their problem
         self._refresh(force=True)
 
     # -- the guarded calls ask these ---------------------------------------------------------
@@ -104,6 +114,13 @@ class SymbolFreezeManager:
         An order is never the probe: after a cooldown a price call must succeed first.
         """
         now = self._refreshed()
+        if self.unreadable is not None:
+            raise StateUnconfirmedError(
+                f"order refused: {canon} cannot be confirmed tradable while the guard's shared "
+                f"state cannot be read ({self.unreadable}); exits stay allowed. Fix the state's "
+                "permissions or disk",
+                symbol=canon,
+            )
         if canon not in self.blocked:  # neither frozen nor restricted: nothing to decide
             return
         book = self._book
@@ -121,7 +138,7 @@ class SymbolFreezeManager:
         if probe:  # unfreezing gives the probe slot back
             self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
         elif canon in self.failing:
-            self._persist(lambda doc: rules.reset_count(doc, canon), replay=False)
+            self._persist(canon, lambda doc: rules.reset_count(doc, canon), replay=False)
 
     def end_probe(self, canon: str) -> None:
         """Release a probe slot without a verdict (the call was cancelled or failed transiently)."""
@@ -145,7 +162,7 @@ class SymbolFreezeManager:
             probing = canon in self._probing
             self._probing.discard(canon)
         failure = rules.Failure(canon, symbol, message, now, probing)
-        result = self._persist(lambda doc: rules.record_failure(doc, failure, self.policy))
+        result = self._persist(canon, lambda doc: rules.record_failure(doc, failure, self.policy))
         count, transition = result if result is not None else (self.failing.get(canon, 0) + 1, None)
         threshold = self.policy.failure_threshold
         log.warning(
@@ -199,7 +216,7 @@ class SymbolFreezeManager:
         def record_of(count: int) -> FrozenSymbol:
             return rules.new_record(self.policy, symbol, reason, reason, now, count, manual_review)
 
-        newly = self._persist(lambda doc: rules.freeze(doc, canon, record_of))
+        newly = self._persist(canon, lambda doc: rules.freeze(doc, canon, record_of))
         if newly is not False:
             self._announce_freeze(canon, now, refrozen=False)
         return self._book.frozen[canon]
@@ -209,7 +226,7 @@ class SymbolFreezeManager:
         canon = canonical_symbol(symbol)
         reason = redact(reason or "manual unfreeze", self._secrets)
         was = self._book.frozen.get(canon)
-        removed = self._persist(lambda doc: rules.unfreeze(doc, canon), replay=False)
+        removed = self._persist(canon, lambda doc: rules.unfreeze(doc, canon), replay=False)
         self.end_probe(canon)
         if removed is None and was is None:
             return False
@@ -264,7 +281,8 @@ class SymbolFreezeManager:
             "restricted_symbols": sorted(book.restricted),
             "failure_threshold": self.policy.failure_threshold,
             "cooldown_hours": self.policy.cooldown_hours,
-            "store_problem": self._store_problem,
+            "store_problem": self.unreadable or self._store_problem,
+            "damaged_records": dict(self.damaged),
         }
 
     # -- verdicts into errors and logs -------------------------------------------------------
@@ -320,32 +338,39 @@ class SymbolFreezeManager:
 
     # -- state -------------------------------------------------------------------------------
 
-    def _persist(self, mutate: Callable[[dict[str, Any]], Any], *, replay: bool = True) -> Any:
-        """Apply ``mutate`` to the shared state; a lock timeout keeps the change in memory, loudly.
+    def _persist(
+        self, canon: str, mutate: Callable[[dict[str, Any]], Any], *, replay: bool = True
+    ) -> Any:
+        """Apply ``mutate`` to ``canon``'s records in the shared state (one small write), then
+        follow what changed.
 
         ``replay=False``: a change that loosens the guard (a reset, an unfreeze), which a
         shared store must not re-apply after an outage.
         """
         try:
-            doc, result = self.store.update(STATE, mutate, replay=replay)
+            _doc, result = self.store.update(
+                STATE, mutate, keys=rules.symbol_keys(canon), replay=replay
+            )
             self._store_problem = None
         except StoreError as exc:
             self._store_problem = str(exc)
             log.error("freeze state not saved (%s); applying the change in this process only", exc)
             doc = rules.memory_document(self._book)
             result = mutate(doc)
-        self._load_state(doc)
+            with self._lock:
+                for section, key in rules.symbol_keys(canon):
+                    self._apply(section, key, doc.get(section, {}).get(key))
+            return result
+        self._follow_quietly(STATE)
         return result
 
     def _update_restricted(self, change: Callable[[set[str]], set[str]], *, replay: bool) -> None:
-        shipped = shipped_restricted_symbols()
-
         def apply(doc: dict[str, Any]) -> None:
-            current = {canonical_symbol(s) for s in doc.get("symbols", shipped)}
-            doc["symbols"] = sorted(change(current))
+            current, _problem = restricted_list(doc, self._book.restricted)
+            doc["symbols"] = sorted(change(set(current)))
 
-        doc, _ = self.store.update(RESTRICTED, apply, replay=replay)
-        self._load_restricted(doc)
+        self.store.update(RESTRICTED, apply, keys=[("symbols",)], replay=replay)
+        self._follow_quietly(RESTRICTED)
 
     def _refreshed(self) -> float:
         """The time now, after re-reading shared state if a refresh is due."""
@@ -355,56 +380,162 @@ class SymbolFreezeManager:
         return now
 
     def _refresh(self, *, now: float | None = None, force: bool = False) -> None:
-        """Reload state another process changed: at most once per ``refresh_interval``, one stat
-        each."""
+        """Apply what other processes changed, in sequence order: at most once per
+        ``refresh_interval``, reading only what changed."""
         now = self.clock() if now is None else now
         if not force and now < self.next_refresh:
             return
         self.next_refresh = now + self._refresh_interval
-        for name, loader in ((STATE, self._load_state), (RESTRICTED, self._load_restricted)):
-            version = self.store.version(name)
-            if force or version != self._versions.get(name):
-                try:
-                    doc = self.store.read(name)
-                # a lock held past its timeout: trade on what this process knows
-                except StoreError as exc:
-                    self._store_problem = str(exc)
-                    log.warning(
-                        "freeze state not reloaded (%s); using this process's copy until the next "
-                        "refresh",
-                        exc,
-                    )
-                    continue
-                self._versions[name] = version
-                loader(doc)
+        try:
+            for name in (STATE, RESTRICTED):
+                self._follow(name)
+        except StoreError as exc:
+            self._lost_state(str(exc))
+            return
+        if self.unreadable is not None:
+            log.warning("freeze state is readable again; entries are decided by it again")
+            self.unreadable = None
+
+    def _follow_quietly(self, name: str) -> None:
+        try:
+            self._follow(name)
+        except StoreError as exc:
+            self._lost_state(str(exc))
+
+    def _follow(self, name: str) -> None:
+        since = self._cursors.get(name)
+        got = self.store.changes(name, since) if since is not None else None
+        if got is not None and name == STATE and any(len(c.path) != 2 for c in got[1]):
+            got = None  # a whole section replaced: read it all again
+        if got is None:
+            cursor, found = self.store.load(name)
+            with self._lock:
+                if _newer(cursor, self._cursors.get(name), full=True):
+                    self._cursors[name] = cursor
+                    self._load_state(found) if name == STATE else self._load_restricted(found)
+            return
+        cursor, changes = got
+        with self._lock:  # an older read never overwrites a newer one, in any thread
+            seen = self._cursors.get(name)
+            if not _newer(cursor, seen, full=False):
+                return
+            for change in changes:
+                if seen is None or change.seq > seen[1]:
+                    self._apply_change(name, change)
+            self._cursors[name] = cursor
+
+    def _apply_change(self, name: str, change: Change) -> None:
+        if name == RESTRICTED:
+            self._load_restricted({"symbols": change.value} if change.value is not None else {})
+        else:
+            self._apply(change.path[0], change.path[1], change.value)
+
+    def _apply(self, section: str, canon: str, value: Any) -> None:
+        """One record changed: the sets the fast path reads are changed in place, ``watched``
+        first when a symbol is added and last when it is removed."""
+        now = self.clock()
+        if section == "frozen":
+            if value is None:
+                self._frozen.pop(canon, None)
+                self.damaged.pop(canon, None)
+            else:
+                record, problem = rules.read_frozen(canon, value, now)
+                self._hold(canon, record, problem)
+        elif section == "failures" and value is None:
+            self._counts.pop(canon, None)
+        elif section == "failures":
+            count, held, problem = rules.read_count(canon, value, now)
+            if count:
+                self.watched.add(canon)
+                self._counts[canon] = count
+            else:
+                self._counts.pop(canon, None)
+            if held is not None and canon not in self._frozen:
+                self._hold(canon, held, problem)
+        self._settle(canon)
+
+    def _hold(self, canon: str, record: FrozenSymbol, problem: str | None) -> None:
+        self.watched.add(canon)
+        self.blocked.add(canon)
+        self._frozen[canon] = record
+        if problem:
+            self._report_damage(canon, problem)
+
+    def _settle(self, canon: str) -> None:
+        if canon not in self._frozen and canon not in self._book.restricted:
+            self.blocked.discard(canon)
+        if canon not in self.blocked and canon not in self._counts:
+            self.watched.discard(canon)
+
+    def _report_damage(self, what: str, problem: str) -> None:
+        if self.damaged.get(what) == problem:
+            return
+        self.damaged[what] = problem
+        log.critical(
+            "freeze state record %s is damaged (%s); its symbol is held frozen for review. "
+            "Check the record, then `broker-guard unfreeze %s` once it is safe",
+            what,
+            problem,
+            what,
+        )
+
+    def _lost_state(self, why: str) -> None:
+        if self.unreadable is None:
+            log.critical(
+                "freeze state cannot be read (%s): entries refused on every symbol until it can "
+                "(exits still allowed)",
+                why,
+            )
+        self.unreadable = why
 
     def _load_state(self, doc: dict[str, Any]) -> None:
-        with self._lock:  # the restricted list read and the book replaced in one step
+        with self._lock:  # the new sets are built aside, then swapped in
             book, malformed = rules.read_book(doc, self._book.restricted, self.clock())
-            self._set_book(book)
-        for canon, problem in malformed:
-            log.error(
-                "frozen record for %s is malformed (%s); keeping it frozen for review",
-                canon,
-                problem,
-            )
+            self._frozen, self._counts = dict(book.frozen), dict(book.counts)
+            self._set_book(Book(self._frozen, self._counts, book.restricted))
+        for what, problem in malformed:
+            self._report_damage(what, problem)
 
     def _load_restricted(self, doc: dict[str, Any]) -> None:
-        symbols = doc.get("symbols")
-        if not isinstance(symbols, list):
-            symbols = shipped_restricted_symbols()
-        restricted = frozenset(
-            canonical_symbol(s) for s in symbols if isinstance(s, str) and s.strip()
-        )
+        symbols, problem = restricted_list(doc, self._book.restricted)
+        if problem:
+            self._report_damage("restricted_symbols", problem)
+        else:
+            self.damaged.pop("restricted_symbols", None)
         with self._lock:
-            self._set_book(Book(self._book.frozen, self._book.counts, restricted))
+            self._set_book(Book(self._frozen, self._counts, frozenset(symbols)))
 
     def _set_book(self, book: Book) -> None:
         with self._lock:
             self._book = book
             self.failing = book.counts
-            self.blocked = book.blocked
-            self.watched = book.blocked.union(book.counts)
+            blocked = set(book.frozen) | book.restricted
+            self.watched = blocked | set(book.counts)
+            self.blocked = blocked
+
+
+def restricted_list(doc: Mapping[str, Any], known: frozenset[str]) -> tuple[set[str], str | None]:
+    """The restricted symbols a stored document names, and what is wrong with it if anything.
+
+    No list yet: the shipped one. A list of the wrong shape keeps every symbol known so far
+    and the shipped ones restricted, plus any it still names: restricting too much is safe.
+    """
+    symbols = doc.get("symbols")
+    if symbols is None:
+        return {canonical_symbol(s) for s in shipped_restricted_symbols()}, None
+    if isinstance(symbols, list) and all(isinstance(s, str) for s in symbols):
+        return {canonical_symbol(s) for s in symbols if s.strip()}, None
+    named = symbols if isinstance(symbols, list) else str(symbols).replace(",", " ").split()
+    kept = set(known) | {canonical_symbol(s) for s in shipped_restricted_symbols()}
+    kept |= {canonical_symbol(s) for s in named if isinstance(s, str) and s.strip()}
+    return kept, f"the restricted list is {type(symbols).__name__}, not a list of symbols"
+
+
+def _newer(cursor: Cursor, seen: Cursor | None, *, full: bool) -> bool:
+    """Whether ``cursor`` is past ``seen``: a full read of the same position is as good."""
+    if seen is None or cursor[0] != seen[0]:
+        return True
+    return cursor[1] >= seen[1] if full else cursor[1] > seen[1]
 
 
 def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> Exception:

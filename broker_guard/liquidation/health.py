@@ -31,11 +31,21 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
             "; ".join(f"{k}: {v}" for k, v in persistence["degraded"].items())
             or stats["store_problem"]
         )
-        alerts.append(f"Persistence degraded, state kept in memory: {why}")
+        alerts.append(f"Persistence degraded, state kept in memory or unread: {why}")
     if persistence["recovered"]:
         alerts.append(
             f"State restored from the last good copy (damaged file kept as .corrupt-*): "
             f"{', '.join(persistence['recovered'])}"
+        )
+    if persistence["quarantined"]:
+        alerts.append(
+            "Damaged state kept aside for review (*.quarantine.jsonl): "
+            + "; ".join(persistence["quarantined"])
+        )
+    if stats["damaged_records"]:
+        alerts.append(
+            "State records damaged, their symbols held frozen for review: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(stats["damaged_records"].items()))
         )
     return {
         "ok": not alerts,

@@ -1,10 +1,14 @@
-"""State in JSON files, safe for several processes and threads sharing one data directory.
+"""State in files: an append-only journal per state, with compacted snapshots, shared by every
+process on one data directory.
 
-Every change is a read-modify-write under a ``filelock`` lock, written to a
-temporary file, fsynced and moved into place with ``os.replace``, with the
-previous good copy kept beside it. A corrupt file is moved aside and the good
-copy restored; an unwritable directory degrades to memory (and replays what it
-did there once the disk works again) instead of breaking the trading loop.
+``<name>.journal`` holds one self-checking JSON line per change (``journal``),
+appended under the state's ``filelock`` lock and fsynced before the change is
+acknowledged. ``<name>.snapshot.json`` holds every record as of a sequence
+number; compaction writes a new one from the records and starts an empty
+journal, keeping the previous pair (``.prev``) so a damaged snapshot is rebuilt
+from it. A reader applies only the lines it has not seen, without the lock.
+A data directory written by 0.1 (``<name>.json`` documents) is migrated on first
+open. An unwritable disk keeps changes in memory and replays them later.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import contextlib
 import copy
 import json
 import os
-import tempfile
 import threading
-import time
+from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +30,38 @@ from broker_guard.clock import Clock, system_clock, utc_iso
 from broker_guard.errors import StoreError, StoreLockTimeoutError
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
-from broker_guard.state.base import (
-    MAX_PENDING,
-    SCHEMA_VERSION,
-    Mutation,
-    StoreHealth,
-    T,
-    parse_document,
-)
+from broker_guard.state import journal, records
+from broker_guard.state.base import MAX_PENDING, Cursor, Mutation, StoreHealth, T, check_document
+from broker_guard.state.records import Change, RecordPath, Records
 
 log = redact_logger("broker_guard.store")
 
+SNAPSHOT_VERSION = 2
+RECENT = 4096  # changes kept for readers that ask what changed since their cursor
+_OPEN_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass
+class _Journal:
+    """What this process knows of one state: its records as of ``seq``, and where it read to."""
+
+    records: Records = field(default_factory=dict)
+    seq: int = 0
+    generation: int = 0  # bumped when ``recent`` no longer continues what readers saw
+    ino: int | None = None
+    offset: int = 0  # bytes of the journal applied
+    fd: int | None = None  # the journal read, kept open to drain it if a compaction replaces it
+    lines: int = 0  # lines in the current journal: compaction is due after enough of them
+    recent: deque[Change] = field(default_factory=lambda: deque(maxlen=RECENT))
+    loaded: bool = False
+    pending: list[tuple[list[RecordPath] | None, Mutation[Any]]] = field(default_factory=list)
+    behind: bool = False  # a new journal starts after changes this process never read
+    bad_offsets: set[tuple[int, int]] = field(default_factory=set)
+
 
 class JsonFileStore:
-    """State files ``<data_dir>/<name>.json`` (+ ``.bak``, ``.lock``) and ``<name>.jsonl`` logs."""
+    """Journals and snapshots ``<data_dir>/<name>.journal``, ``.snapshot.json`` (+ ``.lock``), and
+    ``<name>.jsonl`` append-only logs."""
 
     def __init__(
         self,
@@ -47,132 +69,485 @@ class JsonFileStore:
         *,
         lock_timeout: float = 10.0,
         clock: Clock = system_clock,
+        compact_after: int = 1000,
+        compact_in_background: bool = True,
+        degrade: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.lock_timeout = lock_timeout
+        self.compact_after = compact_after
+        self._background = compact_in_background
+        self._degrade_allowed = degrade
         self._clock = clock
         self._thread_lock = threading.RLock()
         self._locks: dict[str, filelock.FileLock] = {}
-        self._memory: dict[str, dict[str, Any]] = {}  # last state seen or written, per name
-        self._pending: dict[str, list[Mutation[Any]]] = {}  # changes made while degraded, to replay
+        self._states: dict[str, _Journal] = {}
         self._degraded: dict[str, str] = {}
         self._recovered: list[str] = []
+        self._quarantined: list[str] = []
+        self._compacting: set[str] = set()
         self._secrets: set[str] = set()
+        self._lines: dict[str, list[dict[str, Any]]] = {}  # log records the disk did not take
 
-    # -- interface ---------------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------
 
-    def read(self, name: str) -> dict[str, Any]:
+    def load(self, name: str) -> tuple[Cursor, Records]:
+        """Every record of ``name`` and the cursor it is as of; ``StoreError`` when unreadable."""
         with self._thread_lock:
-            if name in self._degraded:
-                return copy.deepcopy(self._memory.get(name, {}))
-            try:
-                with self._locked(name):
-                    data = self._load(name)
-            except OSError as exc:
-                self._degrade(name, f"cannot read: {exc}")
-                return copy.deepcopy(self._memory.get(name, {}))
-            self._memory[name] = data
-            return copy.deepcopy(data)
+            state = self._synced(name)
+            return (state.generation, state.seq), copy.deepcopy(state.records)
 
-    def update(
-        self, name: str, mutate: Mutation[T], *, replay: bool = True
-    ) -> tuple[dict[str, Any], T]:
-        """Apply ``mutate`` to the current state under the file lock and persist it.
+    def read(self, name: str) -> Records:
+        return self.load(name)[1]
 
-        Returns the new state and what ``mutate`` returned. ``StoreLockTimeoutError``
-        when another process holds the lock past ``lock_timeout``. Every change
-        made while the disk fails is replayed (``replay`` is for shared stores:
-        a file on one disk has no other writer that could move on meanwhile
-        without this process seeing it on the next read).
-        """
+    def changes(self, name: str, since: Cursor) -> tuple[Cursor, list[Change]] | None:
+        """The changes after ``since`` (lines other processes appended are read first), or None
+        when ``since`` is too old to continue from: ``load`` again."""
         with self._thread_lock:
-            try:
-                with self._locked(name):
-                    data = self._load(name)
-                    for pending in self._pending.get(name, []):
-                        pending(data)
-                    result = mutate(data)
-                    self._write(name, data)
-            except OSError as exc:
-                return self._update_in_memory(name, mutate, f"cannot write: {exc}")
-            replayed = self._pending.pop(name, None) is not None
-            if self._degraded.pop(name, None) is not None or replayed:
-                log.warning(
-                    "state %s is on disk again at %s; changes made in memory were replayed",
-                    name,
-                    self.data_dir,
-                )
-            self._memory[name] = data
-            return copy.deepcopy(data), result
+            state = self._synced(name)
+            generation, seq = since
+            if generation != state.generation:
+                return None
+            if seq >= state.seq:
+                return (generation, state.seq), []
+            if not state.recent or state.recent[0].seq > seq + 1:
+                return None
+            return (generation, state.seq), [c for c in state.recent if c.seq > seq]
 
     def version(self, name: str) -> Hashable:
-        """A cheap token that changes whenever the file does: one ``stat``."""
-        try:
-            st = os.stat(self._path(name))
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        """A token that changes whenever the state does (after reading what others appended)."""
+        with self._thread_lock:
+            state = self._synced(name)
+            return (state.generation, state.seq)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def update(
+        self,
+        name: str,
+        mutate: Mutation[T],
+        *,
+        keys: Iterable[RecordPath] | None = None,
+        replay: bool = True,
+    ) -> tuple[Records, T]:
+        """Apply ``mutate`` under the state's lock and append what it changed as one journal line.
+
+        With ``keys`` ``mutate`` is handed those records only (shaped like the whole state) and
+        the change costs the same whatever the state's size; without, the whole state. Returns
+        what ``mutate`` saw and changed, and its result. ``StoreLockTimeoutError`` when another
+        process holds the lock past ``lock_timeout``. While the disk fails the change applies in
+        memory and is replayed (every change: a file on one disk has no other writer that could
+        have moved on without this process reading it first).
+        """
+        paths = None if keys is None else list(keys)
+        with self._thread_lock:
+            try:
+                with self._locked(name):
+                    state = self._states.setdefault(name, _Journal())
+                    if state.pending:  # memory moved on by itself: start again from the disk
+                        state.loaded = False
+                    state = self._synced(name, locked=True)
+                    self._replay(name, state)
+                    doc, result = self._apply(name, state, paths, mutate, durable=True)
+            except OSError as exc:
+                if not self._degrade_allowed:
+                    raise StoreError(f"state {name!r} not saved: {exc}", cause=exc) from exc
+                return self._update_in_memory(name, paths, mutate, f"cannot write: {exc}")
+            except StoreError as exc:  # unreadable, or locked past the timeout: kept, replayed
+                if not self._degrade_allowed:
+                    raise
+                return self._update_in_memory(name, paths, mutate, str(exc))
+            self._back_on_disk(name)
+            if state.lines >= max(self.compact_after, len(state.records)):
+                self._compact_soon(name)
+            return doc, result
+
+    def compact(self, name: str) -> None:
+        """Write a snapshot of every record and start an empty journal (the previous pair kept)."""
+        with self._thread_lock, self._locked(name):
+            state = self._synced(name, locked=True)
+            if not state.pending:
+                self._write_snapshot(name, state)
+
+    # -- append-only logs --------------------------------------------------------------------
 
     def append(self, name: str, record: dict[str, Any]) -> None:
-        """Append one JSON line, under the lock, fsynced: a crash leaves at most a torn last
-        line."""
+        """Append one JSON line, under the lock, fsynced, never through a symlink; ``StoreError``
+        when it was not written (the caller must not act as if it were)."""
         line = json.dumps(record, default=str, sort_keys=True)
         path = self.data_dir / f"{name}.jsonl"
         with self._thread_lock:
             try:
                 with self._locked(name):
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                    try:
-                        size = os.fstat(fd).st_size
-                        prefix = b"" if size == 0 or _ends_with_newline(path, size) else b"\n"
-                        os.write(fd, prefix + line.encode("utf-8") + b"\n")
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                    _append_line(path, line.encode("utf-8"))
             except OSError as exc:
                 self._degrade(name, f"cannot append: {exc}")
-                self._memory.setdefault(name, {}).setdefault("lines", []).append(json.loads(line))
-                raise StoreError(f"audit record not written to {path}: {exc}", cause=exc) from exc
+                self._lines.setdefault(name, []).append(json.loads(line))
+                raise StoreError(f"record not written to {path}: {exc}", cause=exc) from exc
 
     def read_lines(self, name: str) -> list[dict[str, Any]]:
-        """Every complete JSON line; a torn line left by a crash is skipped."""
+        """Every complete JSON line (a torn line left by a crash is skipped), then any the disk did
+        not take."""
         path = self.data_dir / f"{name}.jsonl"
-        records: list[dict[str, Any]] = []
+        found: list[dict[str, Any]] = []
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
-            text = ""
-        for raw in text.splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(raw)
-                if isinstance(value, dict):
-                    records.append(value)
-        return records + list(self._memory.get(name, {}).get("lines", []))
+            fd = -1
+        if fd >= 0:
+            with os.fdopen(fd, "rb") as handle:
+                for raw in handle.read().splitlines():
+                    with contextlib.suppress(ValueError):
+                        value = journal.loads(raw)
+                        if isinstance(value, dict):
+                            found.append(value)
+        return found + list(self._lines.get(name, []))
 
     def health(self) -> StoreHealth:
         return StoreHealth(
-            ok=not self._degraded,
+            ok=not self._degraded and not self._quarantined,
             degraded=dict(self._degraded),
             recovered=list(self._recovered),
             location=str(self.data_dir),
+            quarantined=list(self._quarantined),
         )
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         self._secrets.update(s for s in secrets if s)
         register_secrets(self._secrets)
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- the journal -------------------------------------------------------------------------
 
-    def _path(self, name: str) -> Path:
-        return self.data_dir / f"{name}.json"
+    def _path(self, name: str, suffix: str) -> Path:
+        return self.data_dir / f"{name}{suffix}"
+
+    def _synced(self, name: str, *, locked: bool = False) -> _Journal:
+        """This process's copy of ``name`` with every line appended since applied."""
+        state = self._states.setdefault(name, _Journal())
+        try:
+            if not state.loaded:
+                self._load(name, state, locked=locked)
+            else:
+                self._follow(name, state, locked=locked)
+            if locked:
+                self._cut_torn_tail(name, state)
+        except OSError as exc:
+            self._degrade(name, f"cannot read: {exc}")
+            raise StoreError(
+                f"state {name!r} in {self.data_dir} cannot be read ({exc}); fix the permissions "
+                "or the disk: entries stay refused until it can",
+                cause=exc,
+            ) from exc
+        return state
+
+    def _load(self, name: str, state: _Journal, *, locked: bool) -> None:
+        """Read the snapshot, then the journal after it. A damaged snapshot or a 0.1 document is
+        dealt with under the lock; a compaction racing a lockless read makes it read again."""
+        for _attempt in range(20):
+            try:
+                ino, seq, found = self._read_snapshot(name, ".snapshot.json")
+            except journal.BadLine as exc:
+                if not locked:
+                    with self._locked(name):
+                        return self._load(name, state, locked=True)
+                ino, (seq, found) = None, self._rebuild(name, exc)
+            if seq == 0 and not found and self._needs_migration(name):
+                if not locked:
+                    with self._locked(name):
+                        return self._load(name, state, locked=True)
+                seq, found = self._migrate(name)
+            state.records, state.seq, state.loaded, state.behind = found, seq, True, False
+            state.generation += 1
+            state.recent.clear()
+            self._open_journal(name, state)
+            if locked or (_inode(self._path(name, ".snapshot.json")) == ino and not state.behind):
+                return None
+        with self._locked(name):
+            return self._load(name, state, locked=True)
+
+    def _needs_migration(self, name: str) -> bool:
+        return not self._path(name, ".journal").exists() and (
+            self._path(name, ".json").exists() or self._path(name, ".json.bak").exists()
+        )
+
+    def _read_snapshot(self, name: str, suffix: str) -> tuple[int | None, int, Records]:
+        """The snapshot's inode, sequence number and records (none yet: 0 and empty)."""
+        try:
+            ino, raw = _read_file(self._path(name, suffix))
+        except FileNotFoundError:
+            return None, 0, {}
+        doc = journal.loads(raw)
+        ok = isinstance(doc, dict) and doc.get("schema_version") == SNAPSHOT_VERSION
+        seq = doc.get("seq") if ok else None
+        if not ok or type(seq) is not int or seq < 0 or not isinstance(doc.get("records"), dict):
+            raise journal.BadLine(f"{suffix} is not a broker_guard snapshot")
+        return ino, seq, doc["records"]
+
+    def _open_journal(self, name: str, state: _Journal) -> None:
+        try:
+            fd = os.open(self._path(name, ".journal"), os.O_RDONLY | _OPEN_FLAGS)
+        except FileNotFoundError:
+            fd = -1
+        if state.fd is not None:
+            os.close(state.fd)
+        state.fd, state.offset, state.lines = (fd if fd >= 0 else None), 0, 0
+        state.ino = os.fstat(fd).st_ino if fd >= 0 else None
+        if state.fd is not None:
+            self._drain(name, state)
+
+    def _follow(self, name: str, state: _Journal, *, locked: bool) -> None:
+        """Apply what was appended; after a compaction replaced the journal, finish the old file
+        (still open) first, and start over when more than one compaction went by."""
+        ino = _inode(self._path(name, ".journal"))
+        if ino is not None and ino == state.ino:
+            assert state.fd is not None
+            if os.fstat(state.fd).st_size != state.offset:
+                self._drain(name, state)
+        elif ino is not None or state.fd is not None:
+            if state.fd is not None:
+                self._drain(name, state)
+            self._open_journal(name, state)
+        if state.behind:
+            self._load(name, state, locked=locked)
+
+    def _drain(self, name: str, state: _Journal) -> None:
+        """Apply every complete line after ``state.offset`` (a line still being written waits)."""
+        assert state.fd is not None
+        size = os.fstat(state.fd).st_size
+        data = os.pread(state.fd, size - state.offset, state.offset) if size > state.offset else b""
+        for raw in data[: data.rfind(b"\n") + 1].splitlines():
+            self._apply_line(name, state, raw)
+            state.offset += len(raw) + 1
+
+    def _cut_torn_tail(self, name: str, state: _Journal) -> None:
+        """Under the lock, bytes after the last complete line are a killed writer's unacknowledged
+        change: cut them so the next line starts clean."""
+        if state.fd is None or os.fstat(state.fd).st_size <= state.offset:
+            return
+        fd = os.open(self._path(name, ".journal"), os.O_WRONLY | _OPEN_FLAGS)
+        try:
+            os.ftruncate(fd, state.offset)
+        finally:
+            os.close(fd)
+        log.warning("state %s: cut a torn last line a killed writer left", name)
+
+    def _apply_line(self, name: str, state: _Journal, raw: bytes) -> None:
+        try:
+            entry = journal.decode(raw)
+        except journal.BadLine as exc:
+            self._quarantine(name, state, raw, exc)
+            return
+        state.lines += 1
+        if not entry.changes:  # a new journal's first line: the snapshot's sequence number
+            state.behind = state.behind or entry.seq > state.seq
+            return
+        if entry.seq <= state.seq:
+            return  # already in the snapshot
+        for path, value in entry.changes:
+            records.apply(state.records, path, value)
+            state.recent.append(Change(entry.seq, path, value))
+        state.seq = entry.seq
+
+    def _quarantine(self, name: str, state: _Journal, raw: bytes, problem: Exception) -> None:
+        """A damaged line: kept aside for review, loud, and every record it names marked so the
+        symbols stay blocked (a fault never releases a freeze)."""
+        where = (state.ino or 0, state.offset)
+        if where in state.bad_offsets:
+            return
+        state.bad_offsets.add(where)
+        aside = self._path(name, ".quarantine.jsonl")
+        with contextlib.suppress(OSError):
+            _append_line(aside, raw.replace(b"\n", b" "))
+        named = _paths_named(raw)
+        mark = {"quarantined": f"damaged journal line: {problem}"}
+        for path in named:  # not on disk: readers load everything again to see the marks
+            records.apply(state.records, path, mark)
+        state.generation += 1 if named else 0
+        what = f"{name}.journal at byte {state.offset}"
+        self._quarantined.append(f"{what}: {problem}")
+        log.critical(
+            "state %s: a damaged journal line (%s) was copied to %s; records it names %s are kept "
+            "blocked for review. Check the disk and whatever wrote it.",
+            what,
+            problem,
+            aside.name,
+            [list(p) for p in named] or "(none readable)",
+        )
+
+    def _apply(
+        self,
+        name: str,
+        state: _Journal,
+        paths: list[RecordPath] | None,
+        mutate: Mutation[T],
+        *,
+        durable: bool,
+    ) -> tuple[Records, T]:
+        doc, result, changes = records.run(state.records, paths, mutate)
+        if changes:
+            seq = state.seq + 1
+            if durable:
+                self._write_line(name, state, journal.encode(seq, changes))
+            for path, value in changes:
+                records.apply(state.records, path, copy.deepcopy(value))
+                state.recent.append(Change(seq, path, value))
+            state.seq = seq
+        return doc, result
+
+    def _write_line(self, name: str, state: _Journal, line: bytes) -> None:
+        """Append one line to the journal under the lock, fsynced: then the change is made."""
+        path = self._path(name, ".journal")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        except OSError:  # not acknowledged: take the line back, or a replay would apply it twice
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, state.offset if state.fd is not None else 0)
+            raise
+        finally:
+            os.close(fd)
+        if state.fd is None:  # this created the journal: follow it from after this line
+            state.fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+            state.ino, state.offset, state.lines = os.fstat(state.fd).st_ino, 0, 0
+            _fsync_dir(self.data_dir)
+        state.offset += len(line)
+        state.lines += 1
+
+    # -- compaction, recovery, migration ---------------------------------------------------
+
+    def _compact_soon(self, name: str) -> None:
+        if name in self._compacting:
+            return
+        self._compacting.add(name)
+        if not self._background:
+            self._compact_quietly(name)
+            return
+        threading.Thread(target=self._compact_quietly, args=(name,), daemon=True).start()
+
+    def _compact_quietly(self, name: str) -> None:
+        try:
+            self.compact(name)
+        except (OSError, StoreError) as exc:
+            log.warning("state %s not compacted (%s); the journal keeps every change", name, exc)
+        finally:
+            self._compacting.discard(name)
+
+    def _write_snapshot(self, name: str, state: _Journal) -> None:
+        """Snapshot, keep the previous pair, start an empty journal; readers holding the old
+        journal open finish it first."""
+        payload = _snapshot_bytes(state.seq, state.records, self._clock())
+        snapshot, current = self._path(name, ".snapshot.json"), self._path(name, ".journal")
+        _link_replace(snapshot, self._path(name, ".snapshot.json.prev"))
+        _link_replace(current, self._path(name, ".journal.prev"))
+        _write_replace(snapshot, payload)
+        _write_replace(current, journal.encode(state.seq, []))
+        _fsync_dir(self.data_dir)
+        self._open_journal(name, state)
+
+    def _rebuild(self, name: str, problem: Exception) -> tuple[int, Records]:
+        """The snapshot is damaged: move it aside, rebuild it from the previous pair."""
+        snapshot = self._path(name, ".snapshot.json")
+        aside = snapshot.with_name(f"{snapshot.name}.corrupt-{_stamp()}")
+        os.replace(snapshot, aside)
+        try:
+            _ino, seq, found = self._read_snapshot(name, ".snapshot.json.prev")
+            source = "the previous snapshot and journal"
+        except journal.BadLine:
+            seq, found, source = 0, {}, "nothing (the previous snapshot is damaged too)"
+        prev = _Journal(records=found, seq=seq, loaded=True)
+        with contextlib.suppress(FileNotFoundError):
+            for raw in _read_file(self._path(name, ".journal.prev"))[1].splitlines():
+                self._apply_line(name, prev, raw)
+        log.critical(
+            "state snapshot %s was damaged (%s); moved to %s and rebuilt from %s, then the "
+            "journal. Check the disk and whatever wrote it.",
+            snapshot,
+            problem,
+            aside.name,
+            source,
+        )
+        self._recovered.append(str(snapshot))
+        _write_replace(snapshot, _snapshot_bytes(prev.seq, prev.records, self._clock()))
+        return prev.seq, prev.records
+
+    def _migrate(self, name: str) -> tuple[int, Records]:
+        """A 0.1 ``<name>.json`` document (or its ``.bak``) becomes the first snapshot."""
+        legacy = self._path(name, ".json")
+        found: Records | None = None
+        for candidate in (legacy, self._path(name, ".json.bak")):
+            try:
+                found = dict(check_document(journal.loads(_read_file(candidate)[1]))["data"])
+                break
+            except FileNotFoundError:
+                continue
+            except (ValueError, TypeError) as exc:
+                log.critical("0.1 state file %s is damaged (%s); not migrated", candidate, exc)
+                self._quarantined.append(f"{candidate.name}: {exc}")
+        if found is None:
+            return 0, {}
+        seq = 1
+        _write_replace(
+            self._path(name, ".snapshot.json"), _snapshot_bytes(seq, found, self._clock())
+        )
+        for old in (legacy, self._path(name, ".json.bak")):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(old, old.with_name(old.name + ".v1-migrated"))
+        log.warning("state %s migrated from the 0.1 document format to a journal", name)
+        return seq, found
+
+    # -- degraded: changes in memory -------------------------------------------------------
+
+    def _update_in_memory(
+        self, name: str, paths: list[RecordPath] | None, mutate: Mutation[T], why: str
+    ) -> tuple[Records, T]:
+        self._degrade(name, why)
+        state = self._states.setdefault(name, _Journal(loaded=True))
+        doc, result = self._apply(name, state, paths, mutate, durable=False)
+        if len(state.pending) < MAX_PENDING:
+            state.pending.append((paths, mutate))
+        return doc, result
+
+    def _replay(self, name: str, state: _Journal) -> None:
+        """Changes made in memory while the disk failed, applied again on the state now on disk."""
+        if not state.pending:
+            return
+        pending, state.pending = state.pending, []
+        for done, (paths, mutate) in enumerate(pending):
+            try:
+                self._apply(name, state, paths, mutate, durable=True)
+            except OSError:  # still failing: what is not on disk stays in memory, and pending
+                state.pending = pending[done:]
+                for later_paths, later in state.pending:
+                    self._apply(name, state, later_paths, later, durable=False)
+                raise
+        log.warning("state %s is on disk again; %d change(s) replayed", name, len(pending))
+
+    def _back_on_disk(self, name: str) -> None:
+        if self._degraded.pop(name, None) is not None:
+            log.warning("state %s is on disk again at %s", name, self.data_dir)
+
+    def _degrade(self, name: str, why: str) -> None:
+        why = redact(why, self._secrets)
+        if name not in self._degraded:
+            log.error(
+                "state %s cannot use %s (%s); keeping changes in memory. Fix the disk.",
+                name,
+                self.data_dir,
+                why,
+            )
+        self._degraded[name] = why
+
+    # -- the lock ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
         lock = self._locks.get(name)
+        first = lock is None
         if lock is None:
-            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(self.data_dir)
             lock = filelock.FileLock(
-                self.data_dir / f"{name}.json.lock",
+                self.data_dir / f"{name}.json.lock",  # the name 0.1 used: one lock across versions
                 timeout=self.lock_timeout,
                 mode=0o600,
                 thread_local=False,
@@ -188,97 +563,116 @@ class JsonFileStore:
                 cause=exc,
             ) from exc
         try:
+            if first:
+                _clean_temp_files(self.data_dir, name)
             yield
         finally:
             lock.release()
 
-    def _load(self, name: str) -> dict[str, Any]:
-        path = self._path(name)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        try:
-            return _parse(raw)
-        except ValueError as exc:
-            return self._recover(name, exc)
 
-    def _recover(self, name: str, problem: Exception) -> dict[str, Any]:
-        path = self._path(name)
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time() * 1000)}")
-        os.replace(path, aside)
-        bak = path.with_name(path.name + ".bak")
-        try:
-            data = _parse(bak.read_bytes())
-            source = "the last good copy"
-        except (OSError, ValueError):
-            data, source = {}, "empty state (no good copy)"
-        log.critical(
-            "state file %s was corrupt (%s); moved to %s and restored from %s. Check the disk and "
-            "whatever wrote it.",
-            path,
-            problem,
-            aside.name,
-            source,
-        )
-        self._recovered.append(str(path))
-        self._write(name, data)
-        return data
+# -- files ------------------------------------------------------------------------------------
 
-    def _write(self, name: str, data: dict[str, Any]) -> None:
-        path = self._path(name)
-        doc = {"schema_version": SCHEMA_VERSION, "updated_at": utc_iso(self._clock()), "data": data}
-        payload = json.dumps(doc, sort_keys=True, indent=1, default=str).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if path.exists():  # keep the previous good copy: a hard link costs no copy
-                bak_tmp = f"{tmp}.bak"
-                os.link(path, bak_tmp)
-                os.replace(bak_tmp, path.with_name(path.name + ".bak"))
-            os.replace(tmp, path)
-        except BaseException:
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` and any missing parents 0700, whatever the umask."""
+    missing = []
+    current = directory
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+            os.chmod(path, 0o700)
+
+
+def _clean_temp_files(directory: Path, name: str) -> None:
+    """``.tmp`` files a killed writer left (called under the state's lock: no writer is busy)."""
+    with contextlib.suppress(OSError):
+        for path in directory.glob(f".{name}.*.tmp"):
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.data_dir)
-
-    def _update_in_memory(
-        self, name: str, mutate: Mutation[T], why: str
-    ) -> tuple[dict[str, Any], T]:
-        self._degrade(name, why)
-        data = copy.deepcopy(self._memory.get(name, {}))
-        result = mutate(data)
-        pending = self._pending.setdefault(name, [])
-        if len(pending) < MAX_PENDING:
-            pending.append(mutate)
-        self._memory[name] = data
-        return copy.deepcopy(data), result
-
-    def _degrade(self, name: str, why: str) -> None:
-        why = redact(why, self._secrets)
-        if name not in self._degraded:
-            log.error(
-                "state %s cannot use %s (%s); keeping it in memory. Trading goes on; fix the disk.",
-                name,
-                self.data_dir,
-                why,
-            )
-        self._degraded[name] = why
+                path.unlink()
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    data: dict[str, Any] = parse_document(raw)["data"]
-    return data
+def _append_line(path: Path, line: bytes) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (b"\n" if torn else b"") + line + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _ends_with_newline(path: Path, size: int) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(size - 1)
-        return handle.read(1) == b"\n"
+def _read_file(path: Path) -> tuple[int, bytes]:
+    """A file's inode and bytes, read through one descriptor, not through a symlink."""
+    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    with os.fdopen(fd, "rb") as handle:
+        return os.fstat(fd).st_ino, handle.read()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _write_replace(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to a temporary file beside ``path``, fsync it, and move it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _link_replace(source: Path, target: Path) -> None:
+    """Make ``target`` another name of ``source`` (no copy), atomically; nothing when absent."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.link(source, tmp, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    os.replace(tmp, target)
+
+
+def _snapshot_bytes(seq: int, found: Records, now: float) -> bytes:
+    doc = {
+        "schema_version": SNAPSHOT_VERSION,
+        "seq": seq,
+        "written_at": utc_iso(now),
+        "records": found,
+    }
+    return json.dumps(doc, sort_keys=True, indent=1, allow_nan=False).encode("utf-8")
+
+
+def _paths_named(raw: bytes) -> list[RecordPath]:
+    """The record paths a damaged line still names, when its JSON can be read at all."""
+    try:
+        body = raw[raw.index(b'"seq"') - 1 :] if b'"seq"' in raw else raw
+        value = journal.loads(b"{" + body[1:] if not body.startswith(b"{") else body)
+        items = value.get("set", []) if isinstance(value, dict) else []
+    except (ValueError, AttributeError):
+        return []
+    paths = []
+    for item in items if isinstance(items, list) else []:
+        path = item[0] if isinstance(item, list) and item and isinstance(item[0], list) else None
+        if path and len(path) in (1, 2) and all(isinstance(p, str) for p in path):
+            paths.append(tuple(path))
+    return paths
+
+
+def _stamp() -> str:
+    return f"{os.getpid()}-{threading.get_ident()}-{os.urandom(3).hex()}"
 
 
 def _fsync_dir(directory: Path) -> None:

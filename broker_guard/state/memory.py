@@ -5,37 +5,66 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from broker_guard.state.base import Mutation, StoreHealth, T
+from broker_guard.state import records
+from broker_guard.state.base import Cursor, Mutation, StoreHealth, T
+from broker_guard.state.records import Change, RecordPath, Records
+
+RECENT = 4096
 
 
 class MemoryStore:
     """The store interface in memory only: for tests, and for users who want no files."""
 
     def __init__(self) -> None:
-        self._docs: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, Records] = {}
+        self._seq: dict[str, int] = {}
+        self._recent: dict[str, deque[Change]] = {}
         self._lines: dict[str, list[dict[str, Any]]] = {}
-        self._versions: dict[str, int] = {}
         self._lock = threading.RLock()
 
-    def read(self, name: str) -> dict[str, Any]:
+    def load(self, name: str) -> tuple[Cursor, Records]:
         with self._lock:
-            return copy.deepcopy(self._docs.get(name, {}))
+            return (0, self._seq.get(name, 0)), copy.deepcopy(self._records.get(name, {}))
+
+    def read(self, name: str) -> Records:
+        return self.load(name)[1]
+
+    def changes(self, name: str, since: Cursor) -> tuple[Cursor, list[Change]] | None:
+        with self._lock:
+            seq = self._seq.get(name, 0)
+            if since[1] >= seq:
+                return (0, seq), []
+            recent = self._recent.get(name)
+            if since[0] != 0 or not recent or recent[0].seq > since[1] + 1:
+                return None
+            return (0, seq), [c for c in recent if c.seq > since[1]]
 
     def update(
-        self, name: str, mutate: Mutation[T], *, replay: bool = True
-    ) -> tuple[dict[str, Any], T]:
+        self,
+        name: str,
+        mutate: Mutation[T],
+        *,
+        keys: Iterable[RecordPath] | None = None,
+        replay: bool = True,
+    ) -> tuple[Records, T]:
+        paths = None if keys is None else list(keys)
         with self._lock:
-            data = copy.deepcopy(self._docs.get(name, {}))
-            result = mutate(data)
-            self._docs[name] = data
-            self._versions[name] = self._versions.get(name, 0) + 1
-            return copy.deepcopy(data), result
+            state = self._records.setdefault(name, {})
+            doc, result, changes = records.run(state, paths, mutate)
+            if changes:
+                seq = self._seq[name] = self._seq.get(name, 0) + 1
+                recent = self._recent.setdefault(name, deque(maxlen=RECENT))
+                for path, value in changes:
+                    records.apply(state, path, copy.deepcopy(value))
+                    recent.append(Change(seq, path, value))
+            return doc, result
 
     def version(self, name: str) -> Hashable:
-        return self._versions.get(name, 0)
+        return self._seq.get(name, 0)
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         with self._lock:

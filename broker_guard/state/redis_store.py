@@ -42,10 +42,12 @@ from broker_guard.redact import redact, register_secrets
 from broker_guard.state.base import (
     MAX_PENDING,
     SCHEMA_VERSION,
+    Cursor,
     Mutation,
     StoreHealth,
     parse_document,
 )
+from broker_guard.state.records import Change, RecordPath, Records
 
 try:
     import redis
@@ -138,13 +140,33 @@ class RedisStore:
         self._remember(name, data, revision)
         return copy.deepcopy(data)
 
+    def load(self, name: str) -> tuple[Cursor, Records]:
+        """The document and the cursor it is as of (the listener's revision)."""
+        cursor = self._cursor(name)
+        return cursor, self.read(name)
+
+    def changes(self, name: str, since: Cursor) -> tuple[Cursor, list[Change]] | None:
+        """Nothing when no notice came since ``since``; else None: the document is read again
+        (each state is still one document here, so a reader reads all of it)."""
+        cursor = self._cursor(name)
+        return (cursor, []) if cursor == since else None
+
+    def _cursor(self, name: str) -> Cursor:
+        return (self._epoch, self._revisions.get(name, 0))
+
     def update(
-        self, name: str, mutate: Mutation[T], *, replay: bool = True
+        self,
+        name: str,
+        mutate: Mutation[T],
+        *,
+        keys: Iterable[RecordPath] | None = None,
+        replay: bool = True,
     ) -> tuple[dict[str, Any], T]:
         """Apply ``mutate`` to the current document in one transaction and publish the change.
 
-        While Redis is unreachable the change applies to this process's copy;
-        ``replay=False`` marks a change not to re-apply on reconnect.
+        ``keys`` is accepted for the store interface; the whole document is handed over. While
+        Redis is unreachable the change applies to this process's copy; ``replay=False`` marks a
+        change not to re-apply on reconnect.
         """
         with self._lock:
             if self._down is not None and self._degrade_allowed:
@@ -342,6 +364,8 @@ class RedisStore:
         data = self._memory_copy(name)
         result = mutate(data)
         self._memory[name] = data
+        # readers here see the change (a reconnect starts a new epoch: everyone reads again)
+        self._revisions[name] = self._revisions.get(name, 0) + 1
         pending = self._pending.setdefault(name, [])
         if replay and len(pending) < MAX_PENDING:
             pending.append(mutate)

@@ -15,12 +15,16 @@ def store_from_config(
     """The store ``guard.store_url`` names: JSON files in ``data_dir`` by default, or Redis for a
     fleet.
 
-    ``degrade=False`` (the CLI): an unreachable Redis is an error, not a switch to memory.
+    ``degrade=False`` (the CLI): an unreachable Redis or an unwritable disk is an error, not a
+    switch to memory.
     """
     url = config.guard.store_url
     if url is None:
         return JsonFileStore(
-            config.data_dir, lock_timeout=config.guard.lock_timeout_seconds, clock=clock
+            config.data_dir,
+            lock_timeout=config.guard.lock_timeout_seconds,
+            clock=clock,
+            degrade=degrade,
         )
     from broker_guard.state.redis_store import RedisStore  # only now: redis is an optional extra
 

@@ -246,7 +246,7 @@ def test_seed_snippet_runs_as_shown(tmp_path: Path, capsys: pytest.CaptureFixtur
     stats = manager.get_stats()
     out = capsys.readouterr().out
     assert "AUTX-USD is frozen - skipping trade" in out and "AUTX-USD: 3 failures" in out
-    assert stats["frozen_count"] == 0 and (tmp_path / "data" / "symbol_freeze.json").exists()
+    assert stats["frozen_count"] == 0 and (tmp_path / "data" / "symbol_freeze.journal").exists()
     with pytest.raises(ConfigError):
         get_symbol_freeze_manager(failure_threshold=5)
 
@@ -338,7 +338,9 @@ def test_a_restriction_loaded_by_another_thread_during_a_state_reload_is_kept(
         return book
 
     monkeypatch.setattr(rules, "read_book", read_book_while_another_thread_restricts)
-    m.record_price_fetch_failure("SOL-USD", "symbol not found")  # reloads the freeze state
+    monkeypatch.setattr(m.store, "changes", lambda name, since: None)  # every refresh reads all
+    clock.advance(2.0)
+    m.is_frozen("SOL-USD")  # reloads the freeze state
     other.join()
     assert m.is_restricted("NEW-USD")
     with pytest.raises(SymbolRestrictedError):

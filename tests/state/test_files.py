@@ -11,7 +11,7 @@ from typing import Any
 import filelock
 import pytest
 
-from broker_guard import JsonFileStore, MemoryStore, StoreLockTimeoutError
+from broker_guard import JsonFileStore, MemoryStore, StoreError, StoreLockTimeoutError
 
 
 def _incr(data: dict[str, Any]) -> int:
@@ -19,22 +19,38 @@ def _incr(data: dict[str, Any]) -> int:
     return int(data["n"])
 
 
-def test_update_persists_atomically_with_schema_and_private_mode(tmp_path: Path) -> None:
+def test_a_change_is_one_fsynced_self_checking_journal_line(tmp_path: Path) -> None:
     store = JsonFileStore(tmp_path / "d")
     data, result = store.update("state", _incr)
     assert data == {"n": 1} and result == 1
-    path = tmp_path / "d" / "state.json"
-    doc = json.loads(path.read_text())
-    assert (
-        doc["schema_version"] == 1
-        and doc["data"] == {"n": 1}
-        and doc["updated_at"].endswith("+00:00")
-    )
+    path = tmp_path / "d" / "state.journal"
+    (line,) = path.read_bytes().splitlines()
+    assert line.startswith(b'{"crc":"') and json.loads(line)["seq"] == 1
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o700
     store.update("state", _incr)
-    # the previous good copy
-    assert json.loads((tmp_path / "d" / "state.json.bak").read_text())["data"] == {"n": 1}
+    assert len(path.read_bytes().splitlines()) == 2
+    store.compact("state")
+    snapshot = json.loads((tmp_path / "d" / "state.snapshot.json").read_text())
+    assert snapshot["schema_version"] == 2 and snapshot["seq"] == 2
+    assert snapshot["records"] == {"n": 2}
+    assert JsonFileStore(tmp_path / "d").read("state") == {"n": 2}
     assert not [p for p in (tmp_path / "d").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_keyed_change_writes_only_its_records(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path)
+    store.update("s", lambda d: d.update(frozen={f"S{i}": {"n": i} for i in range(500)}))
+    store.compact("s")
+    size = (tmp_path / "s.journal").stat().st_size
+
+    def touch(doc: dict[str, Any]) -> None:
+        assert doc == {"frozen": {"S7": {"n": 7}}}  # handed its record only
+        doc["frozen"]["S7"]["n"] = 70
+
+    store.update("s", touch, keys=[("frozen", "S7")])
+    assert (tmp_path / "s.journal").stat().st_size - size < 200
+    assert JsonFileStore(tmp_path).read("s")["frozen"]["S7"] == {"n": 70}
 
 
 def test_a_second_store_on_the_same_dir_sees_changes(tmp_path: Path) -> None:
@@ -45,24 +61,71 @@ def test_a_second_store_on_the_same_dir_sees_changes(tmp_path: Path) -> None:
     assert b.read("state") == {"n": 1}
 
 
-def test_corrupt_file_is_moved_aside_and_last_good_copy_restored(
+def test_a_damaged_journal_line_is_quarantined_and_its_records_held(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = JsonFileStore(tmp_path)
-    store.update("state", _incr)
-    store.update("state", _incr)  # .bak holds n=1, file n=2
-    (tmp_path / "state.json").write_text('{"schema_version": 1, "data": {"n": 2')  # torn write
+    store.update("s", lambda d: d.update(frozen={"SIG": {"n": 1}}), keys=[("frozen", "SIG")])
+    store.update("s", lambda d: d.update(frozen={"AUT": {"n": 2}}), keys=[("frozen", "AUT")])
+    path = tmp_path / "s.journal"
+    first, second = path.read_bytes().splitlines()
+    path.write_bytes(first + b"\n" + second.replace(b'"n":2', b'"n":3') + b"\n")  # bit rot
     with caplog.at_level(logging.CRITICAL, logger="broker_guard.store"):
-        assert store.read("state") == {"n": 1}
+        records = JsonFileStore(tmp_path).read("s")
+    assert records["frozen"]["SIG"] == {"n": 1}
+    assert "quarantined" in records["frozen"]["AUT"]  # named by the damaged line: held
     assert any(r.levelno == logging.CRITICAL for r in caplog.records)
-    assert list(tmp_path.glob("state.json.corrupt-*"))
-    assert store.health().recovered
+    assert (tmp_path / "s.quarantine.jsonl").read_bytes().strip() == second.replace(
+        b'"n":2', b'"n":3'
+    )
 
 
-def test_garbage_without_good_copy_starts_empty_but_keeps_the_garbage(tmp_path: Path) -> None:
-    (tmp_path / "state.json").write_bytes(b"\x00\xffgarbage")
-    assert JsonFileStore(tmp_path).read("state") == {}
-    assert next(iter(tmp_path.glob("state.json.corrupt-*"))).read_bytes() == b"\x00\xffgarbage"
+def test_a_torn_last_line_is_cut_by_the_next_writer(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path)
+    store.update("state", _incr)
+    with open(tmp_path / "state.journal", "ab") as handle:
+        handle.write(b'{"crc":"00000000","seq":2,"set":[[["n"],')  # killed mid-line
+    other = JsonFileStore(tmp_path)
+    assert other.read("state") == {"n": 1}  # a reader waits for the rest of the line
+    other.update("state", _incr)
+    assert JsonFileStore(tmp_path).read("state") == {"n": 2}
+    assert other.health().ok
+
+
+def test_a_data_dir_written_by_0_1_is_migrated(tmp_path: Path) -> None:
+    doc = {"schema_version": 1, "data": {"frozen": {"SIG": {"symbol": "SIG"}}, "failures": {}}}
+    (tmp_path / "symbol_freeze.json").write_text(json.dumps(doc))
+    store = JsonFileStore(tmp_path)
+    assert store.read("symbol_freeze") == doc["data"]
+    assert (tmp_path / "symbol_freeze.json.v1-migrated").exists()
+    assert JsonFileStore(tmp_path).read("symbol_freeze") == doc["data"]
+
+
+def test_tmp_files_left_by_a_killed_writer_are_cleaned_up(tmp_path: Path) -> None:
+    for i in range(5):
+        (tmp_path / f".state.snapshot.json.{i}.1.tmp").write_bytes(b"partial")
+    JsonFileStore(tmp_path).update("state", _incr)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_audit_log_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("")
+    (tmp_path / "audit.jsonl").symlink_to(target)
+    store = JsonFileStore(tmp_path)
+    with pytest.raises(StoreError, match="not written"):
+        store.append("audit", {"i": 1})
+    assert target.read_text() == ""
+
+
+def test_parent_directories_are_created_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        JsonFileStore(tmp_path / "a" / "b").update("state", _incr)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -75,21 +138,19 @@ def test_unwritable_dir_degrades_to_memory_and_replays_later(
 ) -> None:
     store = JsonFileStore(tmp_path)
     store.update("state", _incr)
-    real_mkstemp = __import__("tempfile").mkstemp
+    real_fsync = os.fsync
 
     def full_disk(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", full_disk)
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", full_disk)
     data, _ = store.update("state", _incr)
     assert data == {"n": 2}  # the caller goes on
     assert not store.health().ok and "No space" in next(iter(store.health().degraded.values()))
-    # disk copy untouched
-    assert json.loads((tmp_path / "state.json").read_text())["data"] == {"n": 1}
-    monkeypatch.setattr("broker_guard.state.files.tempfile.mkstemp", real_mkstemp)
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", real_fsync)
     data, _ = store.update("state", _incr)
     assert data == {"n": 3}  # the change made in memory was replayed onto disk
-    assert json.loads((tmp_path / "state.json").read_text())["data"] == {"n": 3}
+    assert JsonFileStore(tmp_path).read("state") == {"n": 3}
     assert store.health().ok
 
 
@@ -105,10 +166,16 @@ def _read_only_roundtrip(tmp_path: Path) -> None:
 
 
 def test_lock_held_elsewhere_surfaces_a_clear_timeout(tmp_path: Path) -> None:
+    strict = JsonFileStore(tmp_path, lock_timeout=0.05, degrade=False)
     store = JsonFileStore(tmp_path, lock_timeout=0.05)
     other = filelock.FileLock(tmp_path / "state.json.lock")
-    with other, pytest.raises(StoreLockTimeoutError, match="stayed locked by another process"):
-        store.update("state", _incr)
+    with other:
+        with pytest.raises(StoreLockTimeoutError, match="stayed locked by another process"):
+            strict.update("state", _incr)
+        assert store.update("state", _incr)[0] == {"n": 1}  # a bot: kept in memory, loudly
+        assert "stayed locked" in next(iter(store.health().degraded.values()))
+    store.update("state", _incr)  # replayed once the lock is free
+    assert JsonFileStore(tmp_path).read("state") == {"n": 2}
 
 
 def test_append_survives_a_torn_last_line(tmp_path: Path) -> None:

@@ -1,0 +1,116 @@
+"""The journal's line format: one change set per JSON line, numbered and self-checking.
+
+A line reads ``{"crc":"1a2b3c4d","seq":12,"set":[[["frozen","SIG"],{...}],[["failures","SIG"]]]}``:
+``seq`` orders changes across every process sharing the file, each ``set``
+entry is a record path with its new value (no value: deleted), and ``crc`` is
+the CRC-32 of the line with the ``crc`` member taken out, so a line torn by a
+killed writer or damaged on disk is told apart from a good one without
+trusting the rest of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker_guard.state.records import RecordPath
+
+_HEAD = b'{"crc":"'
+_HEAD_LEN = len(_HEAD) + 8 + 2  # '{"crc":"' + 8 hex digits + '",'
+MAX_DEPTH = 64  # deeper JSON is refused before the parser could recurse out of stack
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+class BadLine(ValueError):
+    """A complete line that is not a good journal line (damaged, or written by something else)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decoded line: its sequence number and the record changes it carries."""
+
+    seq: int
+    changes: tuple[tuple[RecordPath, Any], ...]
+
+
+def encode(seq: int, changes: Sequence[tuple[RecordPath, Any]]) -> bytes:
+    """The line for ``changes`` at ``seq``, newline included. Values must be plain JSON."""
+    body = json.dumps(
+        {
+            "seq": seq,
+            "set": [[list(path)] if v is None else [list(path), v] for path, v in changes],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+        allow_nan=False,
+        ensure_ascii=False,
+    ).encode("utf-8")
+    crc = zlib.crc32(body)
+    return _HEAD + f"{crc:08x}".encode() + b'",' + body[1:] + b"\n"
+
+
+def decode(line: bytes) -> Entry:
+    """The entry a complete line (without its newline) holds; ``BadLine`` when it is not one."""
+    if not line.startswith(_HEAD) or line[_HEAD_LEN - 2 : _HEAD_LEN] != b'",':
+        raise BadLine("not a journal line")
+    try:
+        crc = int(line[len(_HEAD) : len(_HEAD) + 8], 16)
+    except ValueError:
+        raise BadLine("unreadable checksum") from None
+    body = b"{" + line[_HEAD_LEN:]
+    if zlib.crc32(body) != crc:
+        raise BadLine("checksum mismatch")
+    raw = loads(body)
+    seq, entries = raw.get("seq"), raw.get("set")
+    if type(seq) is not int or seq < 1 or not isinstance(entries, list):
+        raise BadLine("no sequence number or change list")
+    return Entry(seq, tuple(_change(item) for item in entries))
+
+
+def _change(item: Any) -> tuple[RecordPath, Any]:
+    if not isinstance(item, list) or len(item) not in (1, 2) or not isinstance(item[0], list):
+        raise BadLine(f"malformed change {item!r:.80}")
+    path = tuple(item[0])
+    if len(path) not in (1, 2) or not all(isinstance(part, str) for part in path):
+        raise BadLine(f"malformed record path {item[0]!r:.80}")
+    return path, item[1] if len(item) == 2 else None
+
+
+def loads(raw: bytes | str) -> Any:
+    """``json.loads`` that refuses what a state file must never hold: NaN, Infinity, numbers that
+    overflow a float, and nesting deep enough to exhaust the stack."""
+    if _too_deep(raw):
+        raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise BadLine(str(exc)) from None
+
+
+def _too_deep(raw: bytes | str) -> bool:
+    """Whether brackets outside strings nest deeper than ``MAX_DEPTH``."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for match in _BRACKETS.finditer(_STRINGS.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid in a state file")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} overflows")
+    return value
