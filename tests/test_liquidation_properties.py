@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_guard import GuardConfig, GuardedBroker, MemoryStore
+from broker_guard import GuardConfig, GuardedBroker, MemoryStore, StoreError
 from broker_guard.testing import FakeClock, PaperBroker
 from broker_guard.user_account_normalization import run_normalization_pass
 
@@ -180,3 +180,42 @@ def test_a_threshold_that_is_not_a_finite_non_negative_number_never_places_an_or
         else:
             guard.normalize(dry_run=False, consolidation_threshold_usd=threshold)
     assert broker.placed == []
+
+
+class FlakyAuditStore(MemoryStore):
+    """Audit lines fail to write for the symbols in ``unwritable`` (a full disk, Redis down)."""
+
+    def __init__(self, unwritable: set[str]) -> None:
+        super().__init__()
+        self.unwritable = unwritable
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        if record.get("symbol") in self.unwritable:
+            raise StoreError("audit line not written: no space left on device")
+        super().append(name, record)
+
+
+@given(
+    portfolio=portfolios,
+    unwritable=st.lists(st.sampled_from(ASSETS), max_size=6),
+    kind=st.sampled_from(["dust", "normalize"]),
+)
+def test_no_order_is_placed_without_its_pending_audit_line(
+    portfolio: dict[str, tuple[float, float | None]], unwritable: list[str], kind: str
+) -> None:
+    prices = {f"{a}-USD": p for a, (_q, p) in portfolio.items() if p is not None}
+    broker = RecordingBroker(
+        set(), prices=prices, positions={f"{a}-USD": q for a, (q, _p) in portfolio.items()}
+    )
+    store = FlakyAuditStore({f"{a}-USD" for a in unwritable})
+    clock = FakeClock()
+    guard = GuardedBroker(
+        broker, GuardConfig.load(env={}), store=store, clock=clock, sleep=clock.sleep
+    )
+    if kind == "dust":
+        guard.dust(dry_run=False, threshold_usd=20.0)
+    else:
+        guard.normalize(dry_run=False)
+    pending = {r["symbol"] for r in store.read_lines("audit") if r["outcome"] == "pending"}
+    for symbol, _value in broker.placed:
+        assert symbol in pending, f"an order on {symbol} went out without its pending line"

@@ -66,7 +66,8 @@ class Run:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     closed_usd: float = 0.0
 
-    def audit(self, outcome: Outcome, **extra: Any) -> None:
+    def audit(self, outcome: Outcome, **extra: Any) -> str | None:
+        """Write the audit line; None when it is durably written, else why not."""
         position = outcome.position
         record = {
             "time": utc_iso(self.ctx.clock()),
@@ -89,6 +90,8 @@ class Run:
             self.ctx.store.append(AUDIT, record)
         except StoreError as exc:
             log.error("audit record for %s not written (%s)", position.symbol, exc)
+            return str(exc)
+        return None
 
     def close(self, position: Position, threshold: float, action: str) -> Outcome:
         """Close ``position`` if, valued again right now, it is still worth less than
@@ -127,7 +130,16 @@ class Run:
     def _send(self, fresh: Position, action: str) -> Outcome:
         """The pending audit line, then the order; its outcome recorded whatever happens."""
         value = fresh.usd_value
-        self.audit(Outcome(fresh, action, "pending", "order being sent", value))
+        unwritten = self.audit(Outcome(fresh, action, "pending", "order being sent", value))
+        if unwritten is not None:  # no order without its record: fail closed
+            log.critical(
+                "   ❌ Not closing %s: its pending audit line could not be written (%s). Fix "
+                "the audit log's disk or store; no order was sent",
+                fresh.symbol,
+                unwritten,
+            )
+            why = "pending audit line not written; no order sent"
+            return self.record(Outcome(fresh, action, "failed", why, value, error=unwritten))
         try:
             # an async broker answers with a coroutine, resolved on its own loop
             order = resolve(place_close_order(self.ctx, fresh))

@@ -269,3 +269,14 @@ def test_a_bad_threshold_is_refused_before_any_order(make_guard: Any, threshold:
     with pytest.raises(ConfigError, match=r"dust_cleanup\.threshold_usd"):
         get_broker_dust_cleanup().cleanup_all_dust(guard, threshold_usd=threshold)
     assert broker.orders == []
+
+
+def test_no_order_when_the_pending_audit_line_cannot_be_written(
+    tmp_path: Path, make_guard: Any
+) -> None:
+    broker = PaperBroker(prices={"DOGE-USD": 0.1}, positions={"DOGE-USD": 3.0}, cash=10.0)
+    (tmp_path / "audit.jsonl").mkdir()  # a directory where the audit file should be
+    guard = make_guard(broker, store=JsonFileStore(tmp_path))
+    result = guard.dust(dry_run=False)
+    assert broker.orders == [] and result["failed"] == 1 and result["closed"] == 0
+    assert broker.get_positions()[0]["quantity"] == 3.0
