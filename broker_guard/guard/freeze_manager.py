@@ -92,6 +92,7 @@ class SymbolFreezeManager:
         self._store_problem: str | None = None
         self.unreadable: str | None = None  # why shared state cannot be read: entries refused
         self.damaged: dict[str, str] = {}  # records held frozen for review, and their problem
+        self._held_for_count: set[str] = set()  # held only because their failure count is damaged
         self._refresh(force=True)
 
     # -- the guarded calls ask these ---------------------------------------------------------
@@ -438,20 +439,26 @@ class SymbolFreezeManager:
             if value is None:
                 self._frozen.pop(canon, None)
                 self.damaged.pop(canon, None)
+                self._held_for_count.discard(canon)
             else:
                 record, problem = rules.read_frozen(canon, value, now)
                 self._hold(canon, record, problem)
-        elif section == "failures" and value is None:
-            self._counts.pop(canon, None)
         elif section == "failures":
-            count, held, problem = rules.read_count(canon, value, now)
+            count, held, problem = (
+                (0, None, None) if value is None else rules.read_count(canon, value, now)
+            )
             if count:
                 self.watched.add(canon)
                 self._counts[canon] = count
             else:
                 self._counts.pop(canon, None)
             if held is not None and canon not in self._frozen:
+                self._held_for_count.add(canon)
                 self._hold(canon, held, problem)
+            elif held is None and canon in self._held_for_count:  # the damaged count is gone
+                self._held_for_count.discard(canon)
+                self._frozen.pop(canon, None)
+                self.damaged.pop(canon, None)
         self._settle(canon)
 
     def _hold(self, canon: str, record: FrozenSymbol, problem: str | None) -> None:
@@ -492,6 +499,8 @@ class SymbolFreezeManager:
         with self._lock:  # the new sets are built aside, then swapped in
             book, malformed = rules.read_book(doc, self._book.restricted, self.clock())
             self._frozen, self._counts = dict(book.frozen), dict(book.counts)
+            stored = doc.get("frozen") if isinstance(doc.get("frozen"), dict) else {}
+            self._held_for_count = {c for c in self._frozen if c not in stored}
             self._set_book(Book(self._frozen, self._counts, book.restricted))
         for what, problem in malformed:
             self._report_damage(what, problem)

@@ -82,8 +82,9 @@ def _change(item: Any) -> tuple[RecordPath, Any]:
 
 
 def loads(raw: bytes | str) -> Any:
-    """``json.loads`` that refuses what a state file must never hold: NaN, Infinity, numbers that
-    overflow a float, and nesting deep enough to exhaust the stack."""
+    """``json.loads`` for state files: nesting deep enough to exhaust the stack is refused, and
+    NaN, Infinity and numbers that overflow a float are kept as their text, so the record holding
+    one reads as malformed (and its symbol stays blocked) while the rest of the file is kept."""
     if _too_deep(raw):
         raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
     try:
@@ -106,11 +107,9 @@ def _too_deep(raw: bytes | str) -> bool:
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid in a state file")
+    return name
 
 
-def _finite_float(text: str) -> float:
+def _finite_float(text: str) -> float | str:
     value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:20]} overflows")
-    return value
+    return text if value in (float("inf"), float("-inf")) else value
