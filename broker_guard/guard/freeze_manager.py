@@ -499,7 +499,8 @@ class SymbolFreezeManager:
         with self._lock:  # the new sets are built aside, then swapped in
             book, malformed = rules.read_book(doc, self._book.restricted, self.clock())
             self._frozen, self._counts = dict(book.frozen), dict(book.counts)
-            stored = doc.get("frozen") if isinstance(doc.get("frozen"), dict) else {}
+            section = doc.get("frozen")
+            stored: Mapping[str, Any] = section if isinstance(section, dict) else {}
             self._held_for_count = {c for c in self._frozen if c not in stored}
             self._set_book(Book(self._frozen, self._counts, book.restricted))
         for what, problem in malformed:
