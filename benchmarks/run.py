@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import platform
 import statistics
 import sys
@@ -276,6 +277,88 @@ def frozen_scaling(number: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _bare_append_fsync(directory: str, reps: int) -> float:
+    """The floor a durable change cannot go under: one line appended and fsynced."""
+    path = Path(directory) / "bare.jsonl"
+    line = b'{"crc":"00000000","seq":1,"set":[[["failures","X/USD"],{"count":1}]]}\n'
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        with open(path, "ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _seed_frozen(store: Store, count: int) -> None:
+    policy = FreezePolicy()
+    records = {
+        f"F{i}/USD": freeze_rules.new_record(
+            policy, f"F{i}-USD", "bench", "", 0.0, 3, True
+        ).as_dict()
+        for i in range(count)
+    }
+    store.update("symbol_freeze", lambda d: d.setdefault("frozen", {}).update(records))
+    if isinstance(store, JsonFileStore):
+        store.compact("symbol_freeze")
+
+
+def failure_path_scaling(
+    where: Callable[[], dict[str, Any]], sizes: list[int], reps: int, what: str
+) -> list[tuple[str, float, float]]:
+    """Median cost of one failure record, one freeze, and another guard's next price call after a
+    change, with ``sizes`` symbols already frozen; ratios to the 0-frozen figure (and the bare
+    append+fsync for files)."""
+    rows: list[tuple[str, float, float]] = []
+    bare = None
+    if what == "files":
+        bare = _bare_append_fsync(where()["data_dir"], reps)
+        rows.append(("bare append + fsync of one line", bare, 1.0))
+    base: dict[str, float] = {}
+    for size in sizes:
+        place = where()
+        writer_store, reader_store = open_store(place), open_store(place)
+        _seed_frozen(writer_store, size)
+        writer = SymbolFreezeManager(FreezePolicy(failure_threshold=10**9), store=writer_store)
+        clock = FakeClock()
+        reader = GuardedBroker(
+            PaperBroker(prices={"BTC-USD": 1.0}),
+            GuardConfig.load(env={}, guard=place),
+            store=reader_store,
+            clock=clock,
+        )
+        reader.get_current_price("BTC-USD")
+        measured = {"failure": [], "freeze": [], "reader": []}
+        for i in range(reps):
+            start = time.perf_counter()
+            writer.record_price_fetch_failure(f"X{i % 50}-USD", "symbol not found")
+            measured["failure"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            writer.freeze(f"Z{i}-USD", "bench")
+            measured["freeze"].append(time.perf_counter() - start)
+            clock.advance(2.0)  # the reader's refresh is due: it reads what changed
+            start = time.perf_counter()
+            reader.get_current_price("BTC-USD")
+            measured["reader"].append(time.perf_counter() - start)
+        assert reader.freeze_manager.is_frozen(f"Z{reps - 1}-USD")
+        for store in (writer_store, reader_store):
+            close_store(store)
+        labels = {
+            "failure": "one failure record",
+            "freeze": "one freeze",
+            "reader": "another guard's next price call after a change",
+        }
+        for key, label in labels.items():
+            median = statistics.median(measured[key])
+            base.setdefault(key, median)
+            ratio = median / base[key]
+            extra = f" ({median / bare:.1f}x bare append)" if bare and key == "failure" else ""
+            rows.append((f"{label}, {size:,} frozen{extra}", median, ratio))
+    return rows
+
+
 def liquidation_scaling(sizes: list[int]) -> list[tuple[str, float, float]]:
     rows = []
     for kind in ("dust", "normalize"):
@@ -414,6 +497,22 @@ def main() -> int:
                 per_second=True,
             )
     show("Price call vs number of frozen symbols", frozen_scaling(n // 4))
+    sizes = [0, 100] if args.smoke else [0, 100, 1_000, 10_000]
+    reps = 5 if args.smoke else 200
+    show(
+        "Failure path vs state size (JSON store; ratio to 0 frozen)",
+        failure_path_scaling(new_data_dir, sizes, reps, "files"),
+    )
+    with redis_url(args.redis_url) as url:
+        if url is not None:
+
+            def fresh_prefix() -> dict[str, Any]:
+                return {"store_url": url, "store_prefix": f"bench{time.time_ns()}"}
+
+            show(
+                "Failure path vs state size (Redis store; ratio to 0 frozen)",
+                failure_path_scaling(fresh_prefix, sizes, reps, "redis"),
+            )
     show(
         "Liquidation scaling",
         liquidation_scaling([10, 100] if args.smoke else [10, 100, 1_000, 10_000]),

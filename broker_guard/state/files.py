@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import threading
-from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +31,11 @@ from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
 from broker_guard.state import journal, records
 from broker_guard.state.base import MAX_PENDING, Cursor, Mutation, StoreHealth, T, check_document
-from broker_guard.state.records import Change, RecordPath, Records
+from broker_guard.state.records import Change, ChangeLog, RecordPath, Records
 
 log = redact_logger("broker_guard.store")
 
 SNAPSHOT_VERSION = 2
-RECENT = 4096  # changes kept for readers that ask what changed since their cursor
 _OPEN_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -52,7 +50,7 @@ class _Journal:
     offset: int = 0  # bytes of the journal applied
     fd: int | None = None  # the journal read, kept open to drain it if a compaction replaces it
     lines: int = 0  # lines in the current journal: compaction is due after enough of them
-    recent: deque[Change] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent: ChangeLog = field(default_factory=ChangeLog)
     loaded: bool = False
     pending: list[tuple[list[RecordPath] | None, Mutation[Any]]] = field(default_factory=list)
     behind: bool = False  # a new journal starts after changes this process never read
@@ -110,9 +108,8 @@ class JsonFileStore:
                 return None
             if seq >= state.seq:
                 return (generation, state.seq), []
-            if not state.recent or state.recent[0].seq > seq + 1:
-                return None
-            return (generation, state.seq), [c for c in state.recent if c.seq > seq]
+            newer = state.recent.since(seq)
+            return None if newer is None else ((generation, state.seq), newer)
 
     def version(self, name: str) -> Hashable:
         """A token that changes whenever the state does (after reading what others appended)."""
@@ -258,7 +255,7 @@ class JsonFileStore:
                 seq, found = self._migrate(name)
             state.records, state.seq, state.loaded, state.behind = found, seq, True, False
             state.generation += 1
-            state.recent.clear()
+            state.recent.restart(seq)
             self._open_journal(name, state)
             if locked or (_inode(self._path(name, ".snapshot.json")) == ino and not state.behind):
                 return None
@@ -345,7 +342,7 @@ class JsonFileStore:
             return  # already in the snapshot
         for path, value in entry.changes:
             records.apply(state.records, path, value)
-            state.recent.append(Change(entry.seq, path, value))
+            state.recent.add(entry.seq, path, value)
         state.seq = entry.seq
 
     def _quarantine(self, name: str, state: _Journal, raw: bytes, problem: Exception) -> None:
@@ -390,7 +387,7 @@ class JsonFileStore:
                 self._write_line(name, state, journal.encode(seq, changes))
             for path, value in changes:
                 records.apply(state.records, path, copy.deepcopy(value))
-                state.recent.append(Change(seq, path, value))
+                state.recent.add(seq, path, value)
             state.seq = seq
         return doc, result
 

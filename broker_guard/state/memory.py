@@ -5,15 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Any
 
 from broker_guard.state import records
 from broker_guard.state.base import Cursor, Mutation, StoreHealth, T
-from broker_guard.state.records import Change, RecordPath, Records
-
-RECENT = 4096
+from broker_guard.state.records import Change, ChangeLog, RecordPath, Records
 
 
 class MemoryStore:
@@ -22,7 +19,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Records] = {}
         self._seq: dict[str, int] = {}
-        self._recent: dict[str, deque[Change]] = {}
+        self._recent: dict[str, ChangeLog] = {}
         self._lines: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.RLock()
 
@@ -36,12 +33,13 @@ class MemoryStore:
     def changes(self, name: str, since: Cursor) -> tuple[Cursor, list[Change]] | None:
         with self._lock:
             seq = self._seq.get(name, 0)
+            if since[0] != 0:
+                return None
             if since[1] >= seq:
                 return (0, seq), []
             recent = self._recent.get(name)
-            if since[0] != 0 or not recent or recent[0].seq > since[1] + 1:
-                return None
-            return (0, seq), [c for c in recent if c.seq > since[1]]
+            newer = recent.since(since[1]) if recent is not None else None
+            return None if newer is None else ((0, seq), newer)
 
     def update(
         self,
@@ -57,10 +55,10 @@ class MemoryStore:
             doc, result, changes = records.run(state, paths, mutate)
             if changes:
                 seq = self._seq[name] = self._seq.get(name, 0) + 1
-                recent = self._recent.setdefault(name, deque(maxlen=RECENT))
+                recent = self._recent.setdefault(name, ChangeLog())
                 for path, value in changes:
                     records.apply(state, path, copy.deepcopy(value))
-                    recent.append(Change(seq, path, value))
+                    recent.add(seq, path, value)
             return doc, result
 
     def version(self, name: str) -> Hashable:

@@ -10,6 +10,7 @@ failure recorded is one or two such changes, whatever the size of the state.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -111,3 +112,36 @@ def run(
     doc = copy.deepcopy(before)
     result = mutate(doc)
     return doc, result, diff(before, doc, paths)
+
+
+class ChangeLog:
+    """The most recent changes, in sequence order, for readers that ask what changed since their
+    cursor; it knows from which sequence number on it is complete (a batch larger than it holds,
+    or one pushed out, makes older cursors read everything again)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: deque[Change] = deque()
+        self._size = size
+        self.complete_from = 1
+
+    def add(self, seq: int, path: RecordPath, value: Any) -> None:
+        if len(self._items) >= self._size:
+            self.complete_from = self._items.popleft().seq + 1
+        self._items.append(Change(seq, path, value))
+
+    def since(self, seq: int) -> list[Change] | None:
+        """The changes after ``seq``, oldest first; None when some of them are no longer here."""
+        if seq + 1 < self.complete_from:
+            return None
+        newer: list[Change] = []
+        for change in reversed(self._items):
+            if change.seq <= seq:
+                break
+            newer.append(change)
+        newer.reverse()
+        return newer
+
+    def restart(self, seq: int) -> None:
+        """Forget everything: complete only after ``seq``."""
+        self._items.clear()
+        self.complete_from = seq + 1
