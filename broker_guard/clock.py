@@ -33,21 +33,34 @@ def parse_utc_iso(text: str) -> float:
 
 
 class FakeClock:
-    """A manual clock and sleeper for tests, demos and benchmarks: sleeping advances time."""
+    """A manual clock and sleeper for tests, demos and benchmarks: sleeping advances time.
+
+    ``monotonic()`` is its interval clock: ``advance`` and ``sleep`` move both, ``step`` moves the
+    wall clock only (an NTP correction, a VM resumed).
+    """
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self.now = start
+        self.elapsed = 0.0
         self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.elapsed
+
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.elapsed += seconds
+
+    def step(self, seconds: float) -> None:
+        """Move the wall clock only, forward or back."""
         self.now += seconds
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += seconds
+        self.advance(seconds)
 
     async def async_sleep(self, seconds: float) -> None:
         self.sleep(seconds)

@@ -144,6 +144,18 @@ class _Run:
         return self.fetcher.fallback(self.key, self.last_error)
 
 
+FUTURE_TOLERANCE_SECONDS = 60.0  # clocks of processes sharing state may differ this much
+
+
+def age_seconds(saved_at: float, now: float) -> float | None:
+    """How old a record saved at ``saved_at`` is; None when it is from the future (beyond a small
+    tolerance): its age is unknown, and it is never treated as fresher than now."""
+    age = now - saved_at
+    if age < -FUTURE_TOLERANCE_SECONDS:
+        return None
+    return max(0.0, age)
+
+
 class EnhancedBalanceFetcher:
     """Retry with backoff and last-known fallback for balance calls, per account and call
     signature."""
@@ -263,15 +275,15 @@ class EnhancedBalanceFetcher:
             return None
         (acct, signature), (value, fetched_at) = max(entries, key=lambda item: item[1][1])
         health = self._health.get(acct, AccountHealth())
-        age = max(0.0, now - fetched_at)
+        age = age_seconds(fetched_at, now)
         return {
             "balance": value,
             "account": acct,
             "call": signature,
             "timestamp": utc_iso(fetched_at),
-            "age_seconds": age,
-            "age_minutes": age / 60,
-            "is_stale": age / 60 > self.policy.cache_timeout_minutes,
+            "age_seconds": age,  # None: saved under a clock ahead of this one, age unknown
+            "age_minutes": None if age is None else age / 60,
+            "is_stale": age is None or age / 60 > self.policy.cache_timeout_minutes,
             "consecutive_errors": health.consecutive_errors,
             "last_error": health.last_error,
             "last_success": utc_iso(health.last_success_at) if health.last_success_at else None,
@@ -339,16 +351,29 @@ class EnhancedBalanceFetcher:
                 cause=error,
             )
         value, fetched_at = entry
-        age_min = max(0.0, now - fetched_at) / 60
+        age = age_seconds(fetched_at, now)
+        age_min = math.inf if age is None else age / 60
         limit = self.policy.max_fallback_age_minutes
         if limit is not None and age_min > limit:
-            detail = {"account": account, "age_minutes": age_min}
+            detail = {"account": account, "age_minutes": None if age is None else age_min}
             emit(self.on_event, GuardEvent("balance_unavailable", now, None, detail))
+            how_old = (
+                "of unknown age (saved under a clock ahead of this one)"
+                if age is None
+                else f"{age_min:.1f} min old"
+            )
             raise BalanceUnavailableError(
                 f"balance of {account} unavailable ({reason}); the last known one is "
-                f"{age_min:.1f} min old, over the {limit} min limit "
+                f"{how_old}, over the {limit} min limit "
                 "(balance_fetcher.max_fallback_age_minutes)",
                 cause=error,
+            )
+        if age is None:
+            log.warning(
+                "⚠️  The last known balance of %s was saved at %s, ahead of this clock: its age is "
+                "unknown. Check the system clock (NTP)",
+                account,
+                utc_iso(fetched_at),
             )
         self._log_fallback(value, age_min, health.consecutive_errors)
         detail = {"account": account, "age_minutes": age_min, "error": reason}
@@ -384,20 +409,20 @@ class EnhancedBalanceFetcher:
         record_key = f"{key[0]}|{key[1]}"
 
         def apply(data: dict[str, Any]) -> None:
+            # the newest write wins (sequence order): a wall-clock comparison would let a balance
+            # saved under a clock running fast shadow every later one
             if entry is not None:
-                old = data.setdefault("balances", {}).get(record_key)
-                if old is None or parse_utc_iso(old["fetched_at"]) <= entry[1]:
-                    value = (
-                        {k: v for k, v in entry[0].items() if k != "info"}
-                        if isinstance(entry[0], Mapping)
-                        else entry[0]
-                    )
-                    data["balances"][record_key] = {
-                        "account": key[0],
-                        "call": key[1],
-                        "value": value,
-                        "fetched_at": utc_iso(entry[1]),
-                    }
+                value = (
+                    {k: v for k, v in entry[0].items() if k != "info"}
+                    if isinstance(entry[0], Mapping)
+                    else entry[0]
+                )
+                data.setdefault("balances", {})[record_key] = {
+                    "account": key[0],
+                    "call": key[1],
+                    "value": value,
+                    "fetched_at": utc_iso(entry[1]),
+                }
             data.setdefault("accounts", {})[key[0]] = {
                 "consecutive_errors": health.consecutive_errors,
                 "last_error": health.last_error,
@@ -408,7 +433,7 @@ class EnhancedBalanceFetcher:
             }
 
         try:
-            self.store.update(STATE, apply)
+            self.store.update(STATE, apply, keys=[("balances", record_key), ("accounts", key[0])])
         except StoreError as exc:
             log.error("last known balance not saved (%s); it stays in memory", exc)
 
@@ -430,9 +455,7 @@ class EnhancedBalanceFetcher:
                     fetched_at = parse_utc_iso(record["fetched_at"])
                 except (KeyError, TypeError, ValueError):
                     continue
-                if is_valid_balance(record.get("value")) and (
-                    key not in self._last or self._last[key][1] < fetched_at
-                ):
+                if is_valid_balance(record.get("value")) and key not in self._last:
                     self._last[key] = (record["value"], fetched_at)
             for account, raw in data.get("accounts", {}).items():
                 if account not in self._health and isinstance(raw, dict):

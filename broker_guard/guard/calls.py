@@ -92,7 +92,7 @@ class PriceBody:
             canon = known.get(symbol) or canonical(symbol)
             # frozen, restricted or counting failures (a success resets the count), or a
             # refresh due: off the fast path, through the freeze manager's verdict
-            if canon in freeze.watched or freeze.clock() >= freeze.next_refresh:
+            if canon in freeze.watched or freeze.monotonic() >= freeze.next_refresh:
                 return symbol, canon, admit(canon)
             return symbol
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
@@ -75,6 +76,8 @@ class SymbolFreezeManager:
         self.policy = policy or FreezePolicy()
         self.store: Store = store if store is not None else MemoryStore()
         self.clock = clock
+        # intervals: a clock that brings its own monotonic reading (FakeClock) is used whole
+        self.monotonic: Clock = getattr(clock, "monotonic", time.monotonic)
         self._refresh_interval = refresh_interval
         self._on_event = on_event
         self._secrets = tuple(secrets)
@@ -375,15 +378,15 @@ class SymbolFreezeManager:
 
     def _refreshed(self) -> float:
         """The time now, after re-reading shared state if a refresh is due."""
-        now = self.clock()
-        if now >= self.next_refresh:
-            self._refresh(now=now)
-        return now
+        if self.monotonic() >= self.next_refresh:
+            self._refresh()
+        return self.clock()
 
-    def _refresh(self, *, now: float | None = None, force: bool = False) -> None:
+    def _refresh(self, *, force: bool = False) -> None:
         """Apply what other processes changed, in sequence order: at most once per
-        ``refresh_interval``, reading only what changed."""
-        now = self.clock() if now is None else now
+        ``refresh_interval`` on the monotonic clock (a wall-clock step never delays it), reading
+        only what changed."""
+        now = self.monotonic()
         if not force and now < self.next_refresh:
             return
         self.next_refresh = now + self._refresh_interval

@@ -21,7 +21,9 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
             f"High number of frozen symbols: {stats['frozen_count']} (limit "
             f"{config.freeze.alert_frozen_count})"
         )
-    if balance and balance["age_minutes"] > config.balance.cache_timeout_minutes:
+    if balance and balance["age_minutes"] is None:
+        alerts.append("Balance data has an unknown age (saved under a clock ahead of this one)")
+    elif balance and balance["age_minutes"] > config.balance.cache_timeout_minutes:
         alerts.append(f"Balance data is old: {balance['age_minutes']:.1f} minutes")
     consecutive = errors.consecutive_errors if errors else 0
     if consecutive >= CONSECUTIVE_ERRORS_ALERT:
