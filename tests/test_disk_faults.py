@@ -130,3 +130,31 @@ def test_read_only_data_dir(tmp_path: Path, clock: FakeClock) -> None:
         assert guard.freeze_manager.is_frozen("OLD-USD") and not guard.health()["ok"]
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_a_lock_held_by_a_stopped_process_never_stalls_a_price_call(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard, _ = file_guard(tmp_path, clock, lock_timeout=30.0)
+    guard.freeze_manager.freeze("SOL-USD", "operator")
+    waits: list[float] = []
+    real_acquire = filelock.FileLock.acquire
+
+    def spy(self: Any, timeout: float | None = None, *args: Any, **kwargs: Any) -> Any:
+        waits.append(30.0 if timeout is None else timeout)
+        return real_acquire(self, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", spy)
+    stopped = filelock.FileLock(tmp_path / "symbol_freeze.json.lock")
+    with stopped:  # a bot stopped (SIGSTOP) while holding the lock
+        waits.clear()
+        fail_price_calls(guard, "OLD-USD", 3)  # counted and frozen, in memory
+        with pytest.raises(SymbolFrozenError):
+            guard.get_current_price("OLD-USD")
+        assert max(waits) <= 0.05, f"a price call waited {max(waits)}s for the lock"
+        assert guard.get_current_price("BTC-USD") == 50_000.0
+    # the lock is free: the next change writes everything kept in memory
+    guard.freeze_manager.record_price_fetch_failure("ETH-USD", "symbol not found")
+    on_disk = JsonFileStore(tmp_path).read("symbol_freeze")
+    assert "OLD/USD" in on_disk["frozen"] and on_disk["failures"]["OLD/USD"]["count"] == 3
+    assert on_disk["failures"]["ETH/USD"]["count"] == 1 and guard.health()["ok"]

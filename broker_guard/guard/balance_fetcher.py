@@ -433,7 +433,9 @@ class EnhancedBalanceFetcher:
             }
 
         try:
-            self.store.update(STATE, apply, keys=[("balances", record_key), ("accounts", key[0])])
+            self.store.update(
+                STATE, apply, keys=[("balances", record_key), ("accounts", key[0])], urgent=True
+            )
         except StoreError as exc:
             log.error("last known balance not saved (%s); it stays in memory", exc)
 

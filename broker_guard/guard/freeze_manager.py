@@ -142,7 +142,9 @@ class SymbolFreezeManager:
         if probe:  # unfreezing gives the probe slot back
             self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
         elif canon in self.failing:
-            self._persist(canon, lambda doc: rules.reset_count(doc, canon), replay=False)
+            self._persist(
+                canon, lambda doc: rules.reset_count(doc, canon), replay=False, urgent=True
+            )
 
     def end_probe(self, canon: str) -> None:
         """Release a probe slot without a verdict (the call was cancelled or failed transiently)."""
@@ -166,7 +168,9 @@ class SymbolFreezeManager:
             probing = canon in self._probing
             self._probing.discard(canon)
         failure = rules.Failure(canon, symbol, message, now, probing)
-        result = self._persist(canon, lambda doc: rules.record_failure(doc, failure, self.policy))
+        result = self._persist(
+            canon, lambda doc: rules.record_failure(doc, failure, self.policy), urgent=True
+        )
         count, transition = result if result is not None else (self.failing.get(canon, 0) + 1, None)
         threshold = self.policy.failure_threshold
         log.warning(
@@ -343,7 +347,12 @@ class SymbolFreezeManager:
     # -- state -------------------------------------------------------------------------------
 
     def _persist(
-        self, canon: str, mutate: Callable[[dict[str, Any]], Any], *, replay: bool = True
+        self,
+        canon: str,
+        mutate: Callable[[dict[str, Any]], Any],
+        *,
+        replay: bool = True,
+        urgent: bool = False,
     ) -> Any:
         """Apply ``mutate`` to ``canon``'s records in the shared state (one small write), then
         follow what changed.
@@ -353,7 +362,7 @@ class SymbolFreezeManager:
         """
         try:
             _doc, result = self.store.update(
-                STATE, mutate, keys=rules.symbol_keys(canon), replay=replay
+                STATE, mutate, keys=rules.symbol_keys(canon), replay=replay, urgent=urgent
             )
             self._store_problem = None
         except StoreError as exc:

@@ -61,6 +61,7 @@ class Store(Protocol):
         *,
         keys: Iterable[RecordPath] | None = None,
         replay: bool = True,
+        urgent: bool = False,
     ) -> tuple[Records, T]: ...
 
     def version(self, name: str) -> Hashable: ...

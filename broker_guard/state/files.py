@@ -36,6 +36,8 @@ from broker_guard.state.records import Change, ChangeLog, RecordPath, Records
 log = redact_logger("broker_guard.store")
 
 SNAPSHOT_VERSION = 2
+URGENT_WAIT = 0.05  # the longest a trading call waits for the state lock
+FLUSH_INTERVAL = 0.5  # how often a background writer retries a busy lock
 _OPEN_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -84,6 +86,8 @@ class JsonFileStore:
         self._recovered: list[str] = []
         self._quarantined: list[str] = []
         self._compacting: set[str] = set()
+        self._flushing: set[str] = set()
+        self._closed = threading.Event()
         self._secrets: set[str] = set()
         self._lines: dict[str, list[dict[str, Any]]] = {}  # log records the disk did not take
 
@@ -126,6 +130,7 @@ class JsonFileStore:
         *,
         keys: Iterable[RecordPath] | None = None,
         replay: bool = True,
+        urgent: bool = False,
     ) -> tuple[Records, T]:
         """Apply ``mutate`` under the state's lock and append what it changed as one journal line.
 
@@ -134,13 +139,17 @@ class JsonFileStore:
         what ``mutate`` saw and changed, and its result. ``StoreLockTimeoutError`` when another
         process holds the lock past ``lock_timeout``. While the disk fails the change applies in
         memory and is replayed (every change: a file on one disk has no other writer that could
-        have moved on without this process reading it first).
+        have moved on without this process reading it first). ``urgent`` (the trading path)
+        waits at most ``URGENT_WAIT`` for the lock, and not at all while earlier changes wait for
+        it: a lock held by a stopped process never stalls a price call; the change is kept in
+        memory and written by the next call or a background writer.
         """
         paths = None if keys is None else list(keys)
         with self._thread_lock:
+            state = self._states.setdefault(name, _Journal())
+            wait = (0.0 if state.pending else URGENT_WAIT) if urgent else None
             try:
-                with self._locked(name):
-                    state = self._states.setdefault(name, _Journal())
+                with self._locked(name, wait):
                     if state.pending:  # memory moved on by itself: start again from the disk
                         state.loaded = False
                     state = self._synced(name, locked=True)
@@ -153,7 +162,9 @@ class JsonFileStore:
             except StoreError as exc:  # unreadable, or locked past the timeout: kept, replayed
                 if not self._degrade_allowed:
                     raise
-                return self._update_in_memory(name, paths, mutate, str(exc))
+                doc, result = self._update_in_memory(name, paths, mutate, str(exc))
+                self._flush_soon(name)
+                return doc, result
             self._back_on_disk(name)
             if state.lines >= max(self.compact_after, len(state.records)):
                 self._compact_soon(name)
@@ -222,7 +233,9 @@ class JsonFileStore:
         """This process's copy of ``name`` with every line appended since applied."""
         state = self._states.setdefault(name, _Journal())
         try:
-            if not state.loaded:
+            if state.pending and not locked and self._moved(name, state):
+                self._reload_keeping_pending(name, state)
+            elif not state.loaded:
                 self._load(name, state, locked=locked)
             else:
                 self._follow(name, state, locked=locked)
@@ -236,6 +249,18 @@ class JsonFileStore:
                 cause=exc,
             ) from exc
         return state
+
+    def _moved(self, name: str, state: _Journal) -> bool:
+        if not state.loaded or state.fd is None:
+            return True
+        ino = _inode(self._path(name, ".journal"))
+        return ino != state.ino or os.fstat(state.fd).st_size != state.offset
+
+    def _reload_keeping_pending(self, name: str, state: _Journal) -> None:
+        """Changes kept in memory sit on top of the disk: read the disk again, re-apply them."""
+        self._load(name, state, locked=False)
+        for paths, mutate in state.pending:
+            self._apply(name, state, paths, mutate, durable=False)
 
     def _load(self, name: str, state: _Journal, *, locked: bool) -> None:
         """Read the snapshot, then the journal after it. A damaged snapshot or a 0.1 document is
@@ -499,7 +524,11 @@ class JsonFileStore:
         self, name: str, paths: list[RecordPath] | None, mutate: Mutation[T], why: str
     ) -> tuple[Records, T]:
         self._degrade(name, why)
-        state = self._states.setdefault(name, _Journal(loaded=True))
+        state = self._states.setdefault(name, _Journal())
+        if not state.loaded:  # start from what the disk says, if it can still be read
+            with contextlib.suppress(StoreError):
+                self._synced(name)
+            state.loaded = True
         doc, result = self._apply(name, state, paths, mutate, durable=False)
         if len(state.pending) < MAX_PENDING:
             state.pending.append((paths, mutate))
@@ -537,8 +566,33 @@ class JsonFileStore:
 
     # -- the lock ----------------------------------------------------------------------------
 
+    def _flush_soon(self, name: str) -> None:
+        """A background writer that puts changes kept in memory on disk once the lock is free."""
+        if name in self._flushing:
+            return
+        self._flushing.add(name)
+        threading.Thread(target=self._flush, args=(name,), daemon=True).start()
+
+    def _flush(self, name: str) -> None:
+        try:
+            while not self._closed.wait(FLUSH_INTERVAL):
+                with self._thread_lock:
+                    state = self._states.get(name)
+                    if state is None or not state.pending:
+                        return
+                    with contextlib.suppress(StoreError, OSError), self._locked(name, 0.0):
+                        state.loaded = False
+                        self._replay(name, self._synced(name, locked=True))
+                        self._back_on_disk(name)
+        finally:
+            self._flushing.discard(name)
+
+    def close(self) -> None:
+        """Stop background writers (changes still in memory are written by the next update)."""
+        self._closed.set()
+
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
+    def _locked(self, name: str, wait: float | None = None) -> Iterator[None]:
         lock = self._locks.get(name)
         first = lock is None
         if lock is None:
@@ -550,12 +604,13 @@ class JsonFileStore:
                 thread_local=False,
             )
             self._locks[name] = lock
+        timeout = self.lock_timeout if wait is None else min(wait, self.lock_timeout)
         try:
-            lock.acquire()
+            lock.acquire(timeout=timeout)
         except filelock.Timeout as exc:
             raise StoreLockTimeoutError(
                 f"state {name!r} in {self.data_dir} stayed locked by another process for "
-                f"{self.lock_timeout}s; "
+                f"{timeout}s; "
                 "check for a hung bot or CLI holding it, or raise guard.lock_timeout_seconds",
                 cause=exc,
             ) from exc

@@ -48,6 +48,7 @@ class MemoryStore:
         *,
         keys: Iterable[RecordPath] | None = None,
         replay: bool = True,
+        urgent: bool = False,
     ) -> tuple[Records, T]:
         paths = None if keys is None else list(keys)
         with self._lock:

@@ -161,6 +161,7 @@ class RedisStore:
         *,
         keys: Iterable[RecordPath] | None = None,
         replay: bool = True,
+        urgent: bool = False,
     ) -> tuple[dict[str, Any], T]:
         """Apply ``mutate`` to the current document in one transaction and publish the change.
 
