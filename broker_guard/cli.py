@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from broker_guard.clock import FakeClock
@@ -94,7 +95,32 @@ def _config(args: argparse.Namespace) -> GuardConfig:
     for option in ("data_dir", "store_url", "store_prefix"):
         if getattr(args, option, None):
             overrides[option] = getattr(args, option)
-    return GuardConfig.load(args.config, **overrides)
+    config = GuardConfig.load(args.config, **overrides)
+    if config.guard.store_url is None:
+        act_as_data_dir_owner(config.data_dir)
+    return config
+
+
+def act_as_data_dir_owner(data_dir: Path) -> None:
+    """Run as root (``sudo broker-guard freeze X``), write as the user who owns the data dir: a
+    root-owned state file would lock that user's bots out of their own state."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(data_dir)
+    except FileNotFoundError:
+        return
+    if st.st_uid == 0:
+        return
+    try:
+        os.setgroups([st.st_gid])
+        os.setegid(st.st_gid)
+        os.seteuid(st.st_uid)
+    except OSError as exc:
+        raise UsageError(
+            f"running as root on {data_dir}, owned by uid {st.st_uid}: cannot act as that user "
+            f"({exc}); nothing was changed. Run the command as the data dir's owner"
+        ) from None
 
 
 def _manager(args: argparse.Namespace, *, must_exist: bool = True) -> SymbolFreezeManager:

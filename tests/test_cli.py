@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +180,78 @@ def test_a_change_the_cli_could_not_save_is_an_error_not_done(
     captured = capsys.readouterr()
     assert code == 1 and "stayed locked" in captured.err and "done" not in captured.out
     assert not (tmp_path / "symbol_freeze.json").exists()  # nothing was written
+
+
+def _run_as(uid: int | None, fn: Any) -> int:
+    """``fn()`` in a forked child, as ``uid`` when given (the interpreter and every module are
+    already loaded: the other user needs no access to them)."""
+    import os
+    import traceback
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 99
+        try:
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            code = fn()
+        except BaseException:
+            traceback.print_exc()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
+    reason="needs root: the CLI runs as root, the bot as another user",
+)
+def test_a_root_run_cli_change_reaches_a_bot_run_as_another_user() -> None:
+    import os
+    import shutil
+
+    from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, SymbolFrozenError
+    from broker_guard.symbol_freeze_manager import SymbolFreezeManager, shipped_restricted_symbols
+    from broker_guard.testing import PaperBroker
+
+    shipped_restricted_symbols()  # its importlib modules load now, while root can read them
+    bot_uid = 65534  # nobody
+    data_dir = Path(tempfile.mkdtemp(prefix="bg-owner-"))
+    os.chmod(data_dir, 0o700)
+    os.chown(data_dir, bot_uid, bot_uid)
+    config = GuardConfig.load(env={}, data_dir=str(data_dir))
+
+    def bot_starts() -> int:
+        manager = SymbolFreezeManager(store=JsonFileStore(data_dir))
+        manager.record_price_fetch_failure("ADA-USD", "symbol not found")
+        return 0 if manager.store.health().ok else 1
+
+    def bot_trades() -> int:
+        guard: Any = GuardedBroker(
+            PaperBroker(prices={"SOL-USD": 100.0, "DOGE-USD": 0.1, "ETH-USD": 1.0}, cash=1e4),
+            config,
+            store=JsonFileStore(data_dir),
+        )
+        for symbol in ("SOL-USD", "DOGE-USD"):
+            try:
+                guard.place_market_order(symbol, "buy", 1.0)
+                return 10  # the operator's change did not reach the bot
+            except SymbolFrozenError:
+                pass
+            except Exception:
+                pass  # restricted: refused too
+        guard.freeze_manager.record_price_fetch_failure("ETH-USD", "symbol not found")
+        return 0 if guard.health()["persistence"]["ok"] else 11
+
+    try:
+        assert _run_as(bot_uid, bot_starts) == 0
+        for command in (["freeze", "SOL-USD"], ["restrict", "DOGE-USD"]):
+            code = _run_as(None, lambda c=command: main(["--data-dir", str(data_dir), *c]))
+            assert code == 0, command
+        owners = {p.name: p.stat().st_uid for p in data_dir.iterdir()}
+        assert set(owners.values()) == {bot_uid}, owners
+        assert _run_as(bot_uid, bot_trades) == 0
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

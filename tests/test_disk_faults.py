@@ -158,3 +158,30 @@ def test_a_lock_held_by_a_stopped_process_never_stalls_a_price_call(
     on_disk = JsonFileStore(tmp_path).read("symbol_freeze")
     assert "OLD/USD" in on_disk["frozen"] and on_disk["failures"]["OLD/USD"]["count"] == 3
     assert on_disk["failures"]["ETH/USD"]["count"] == 1 and guard.health()["ok"]
+
+
+def test_a_bot_that_loses_read_access_alerts_and_refuses_entries(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard, _ = file_guard(tmp_path, clock)
+    guard.freeze_manager.freeze("SOL-USD", "operator")
+    assert guard.place_market_order("BTC-USD", "buy", 0.001)
+    JsonFileStore(tmp_path).compact("symbol_freeze")  # new files, as root's CLI would write them
+    real_open = os.open
+
+    def denied(path: Any, *args: Any, **kwargs: Any) -> int:
+        if "symbol_freeze." in str(path) and not str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("broker_guard.state.files.os.open", denied)
+    clock.advance(2.0)
+    assert guard.get_current_price("BTC-USD") == 50_000.0  # prices still answered
+    with pytest.raises(SymbolFrozenError, match="cannot be read"):
+        guard.place_market_order("BTC-USD", "buy", 0.001)  # cannot confirm: refused
+    assert guard.place_market_order("BTC-USD", "sell", 0.001)  # exits pass
+    health = guard.health()
+    assert not health["ok"] and any("cannot read" in a for a in health["alerts"]), health
+    monkeypatch.setattr("broker_guard.state.files.os.open", real_open)
+    clock.advance(2.0)
+    assert guard.place_market_order("BTC-USD", "buy", 0.001)  # readable again: decided by it
