@@ -161,3 +161,39 @@ def test_processes_threads_and_an_operator_lose_no_update(shared: dict[str, Any]
     for store in (setup, reader):
         if isinstance(store, RedisStore):
             store.close()
+
+
+EXITING_WRITER = """
+import sys
+from broker_guard import JsonFileStore
+from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+store = JsonFileStore(sys.argv[1], lock_timeout=30.0)
+manager = SymbolFreezeManager(store=store)
+for _ in range(3):
+    manager.record_price_fetch_failure("OLD-USD", "symbol not found")  # lock busy: kept in memory
+print("kept", flush=True)
+sys.stdin.readline()  # the parent lets go of the lock, then the process ends normally
+"""
+
+
+def test_changes_kept_in_memory_are_written_when_the_process_exits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import filelock
+
+    from broker_guard import JsonFileStore
+
+    lock = filelock.FileLock(tmp_path / "symbol_freeze.json.lock")
+    with lock:
+        child = subprocess.Popen(
+            [sys.executable, "-c", EXITING_WRITER, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "kept"
+    assert child.communicate(input="\n", timeout=60)[1] is None
+    assert child.returncode == 0
+    state = JsonFileStore(tmp_path).read("symbol_freeze")
+    assert state["failures"]["OLD/USD"]["count"] == 3 and "OLD/USD" in state["frozen"]

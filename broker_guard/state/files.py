@@ -13,6 +13,7 @@ open. An unwritable disk keeps changes in memory and replays them later.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import json
@@ -87,6 +88,7 @@ class JsonFileStore:
         self._quarantined: list[str] = []
         self._compacting: set[str] = set()
         self._flushing: set[str] = set()
+        self._at_exit = False
         self._closed = threading.Event()
         self._secrets: set[str] = set()
         self._lines: dict[str, list[dict[str, Any]]] = {}  # log records the disk did not take
@@ -140,14 +142,14 @@ class JsonFileStore:
         process holds the lock past ``lock_timeout``. While the disk fails the change applies in
         memory and is replayed (every change: a file on one disk has no other writer that could
         have moved on without this process reading it first). ``urgent`` (the trading path)
-        waits at most ``URGENT_WAIT`` for the lock, and not at all while earlier changes wait for
-        it: a lock held by a stopped process never stalls a price call; the change is kept in
-        memory and written by the next call or a background writer.
+        waits at most ``URGENT_WAIT`` for the lock (other writers hold it for about a
+        millisecond): a lock held by a stopped process never stalls a price call; the change is
+        kept in memory and written by the next call, a background writer, or at exit.
         """
         paths = None if keys is None else list(keys)
         with self._thread_lock:
             state = self._states.setdefault(name, _Journal())
-            wait = (0.0 if state.pending else URGENT_WAIT) if urgent else None
+            wait = URGENT_WAIT if urgent else None
             try:
                 with self._locked(name, wait):
                     if state.pending:  # memory moved on by itself: start again from the disk
@@ -570,6 +572,9 @@ class JsonFileStore:
         """A background writer that puts changes kept in memory on disk once the lock is free."""
         if name in self._flushing:
             return
+        if not self._flushing and not self._at_exit:
+            self._at_exit = True
+            atexit.register(self.flush)
         self._flushing.add(name)
         threading.Thread(target=self._flush, args=(name,), daemon=True).start()
 
@@ -587,8 +592,29 @@ class JsonFileStore:
         finally:
             self._flushing.discard(name)
 
+    def flush(self) -> None:
+        """Write every change kept in memory, waiting for the lock up to ``lock_timeout`` (at
+        exit, and on ``close``): a change is never dropped because the process ended."""
+        with self._thread_lock:
+            for name, state in list(self._states.items()):
+                if not state.pending:
+                    continue
+                try:
+                    with self._locked(name):
+                        state.loaded = False
+                        self._replay(name, self._synced(name, locked=True))
+                        self._back_on_disk(name)
+                except (StoreError, OSError) as exc:
+                    log.critical(
+                        "state %s: %d change(s) kept in memory could not be written (%s)",
+                        name,
+                        len(state.pending),
+                        exc,
+                    )
+
     def close(self) -> None:
-        """Stop background writers (changes still in memory are written by the next update)."""
+        """Write what is kept in memory and stop background writers."""
+        self.flush()
         self._closed.set()
 
     @contextlib.contextmanager
