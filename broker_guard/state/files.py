@@ -375,18 +375,18 @@ class JsonFileStore:
     def _quarantine(self, name: str, state: _Journal, raw: bytes, problem: Exception) -> None:
         """A damaged line: kept aside for review, loud, and every record it names marked so the
         symbols stay blocked (a fault never releases a freeze)."""
+        named = _paths_named(raw)
+        mark = {"quarantined": f"damaged journal line: {problem}"}
+        for path in named:  # on every read of the line; not on disk: readers load everything
+            records.apply(state.records, path, mark)
+        state.generation += 1 if named else 0
         where = (state.ino or 0, state.offset)
         if where in state.bad_offsets:
-            return
+            return  # copied aside and reported once
         state.bad_offsets.add(where)
         aside = self._path(name, ".quarantine.jsonl")
         with contextlib.suppress(OSError):
             _append_line(aside, raw.replace(b"\n", b" "))
-        named = _paths_named(raw)
-        mark = {"quarantined": f"damaged journal line: {problem}"}
-        for path in named:  # not on disk: readers load everything again to see the marks
-            records.apply(state.records, path, mark)
-        state.generation += 1 if named else 0
         what = f"{name}.journal at byte {state.offset}"
         self._quarantined.append(f"{what}: {problem}")
         log.critical(

@@ -80,6 +80,28 @@ def test_a_damaged_journal_line_is_quarantined_and_its_records_held(
     )
 
 
+def test_a_damaged_line_read_again_holds_its_records_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path)
+    store.update("s", lambda d: d.update(frozen={"AUT": {"n": 2}}), keys=[("frozen", "AUT")])
+    path = tmp_path / "s.journal"
+    path.write_bytes(path.read_bytes().replace(b'"n":2', b'"n":3'))  # bit rot
+    reader = JsonFileStore(tmp_path)
+    assert "quarantined" in reader.read("s")["frozen"]["AUT"]
+    real_fsync = os.fsync
+
+    def full_disk(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", full_disk)
+    reader.update("s", lambda d: d.update(frozen={"X": {"n": 1}}), keys=[("frozen", "X")])
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", real_fsync)
+    store.update("s", lambda d: d.update(frozen={"Y": {"n": 1}}), keys=[("frozen", "Y")])
+    # the reader reloads from disk under its changes kept in memory, reading the line again
+    assert "quarantined" in reader.read("s")["frozen"]["AUT"]
+
+
 def test_a_torn_last_line_is_cut_by_the_next_writer(tmp_path: Path) -> None:
     store = JsonFileStore(tmp_path)
     store.update("state", _incr)
