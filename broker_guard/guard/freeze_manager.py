@@ -59,8 +59,10 @@ class SymbolFreezeManager:
     """Failure counts, freezes, cooldown probes and the restricted list, for one store.
 
     ``watched``, ``blocked``, ``failing`` and ``next_refresh`` are read by the
-    guarded calls' fast path (a set lookup and a clock read); they are replaced,
-    never changed in place, so a reader always sees one consistent state.
+    guarded calls' fast path (a set lookup and a clock read). One record's change
+    updates them in place under the manager's lock, ``watched`` first when a symbol
+    is added and last when it is removed, so the fast path never skips a blocked
+    symbol; anything that iterates them takes the lock.
     """
 
     def __init__(
@@ -108,7 +110,8 @@ class SymbolFreezeManager:
         verdict = rules.admit(book, canon, now, entry=entry, probe_free=canon not in self._probing)
         if verdict is Verdict.ALLOW:
             return ALLOW
-        if verdict is Verdict.PROBE and self._take_probe(book.frozen[canon], canon, now):
+        record = book.frozen.get(canon)
+        if verdict is Verdict.PROBE and record is not None and self._take_probe(record, canon, now):
             return PROBE
         raise _refusal(book, canon, verdict, order=False)
 
@@ -133,7 +136,7 @@ class SymbolFreezeManager:
             return
         if verdict is Verdict.FROZEN:
             why = {"why": "entry order on a frozen symbol"}
-            emit(self._on_event, GuardEvent("refused", now, book.frozen[canon].symbol, why))
+            emit(self._on_event, GuardEvent("refused", now, canon, why))
         raise _refusal(book, canon, verdict, order=True)
 
     def record_success(self, canon: str, *, probe: bool = False) -> None:
@@ -262,7 +265,8 @@ class SymbolFreezeManager:
     def get_frozen_symbols(self) -> dict[str, FrozenSymbol]:
         """Frozen symbols by the spelling they were first seen in."""
         self._refresh()
-        return {info.symbol: info for info in self._book.frozen.values()}
+        with self._lock:  # the book's dicts change in place under this lock
+            return {info.symbol: info for info in list(self._book.frozen.values())}
 
     def get_restricted_symbols(self) -> list[str]:
         self._refresh()
@@ -275,7 +279,8 @@ class SymbolFreezeManager:
     def get_stats(self) -> dict[str, Any]:
         """The seed's monitoring figures: frozen count, pending freezes, review queue."""
         self._refresh()
-        book = self._book
+        with self._lock:  # a copy: the book's dicts change in place under this lock
+            book = Book(dict(self._book.frozen), dict(self._book.counts), self._book.restricted)
         pending = {s: n for s, n in book.counts.items() if s not in book.frozen}
         return {
             "frozen_count": len(book.frozen),
@@ -454,6 +459,7 @@ class SymbolFreezeManager:
                 self._held_for_count.discard(canon)
             else:
                 record, problem = rules.read_frozen(canon, value, now)
+                self._held_for_count.discard(canon)  # a real record now holds it
                 self._hold(canon, record, problem)
         elif section == "failures":
             count, held, problem = (
@@ -554,10 +560,11 @@ def restricted_list(doc: Mapping[str, Any], known: frozenset[str]) -> tuple[set[
 
 
 def _newer(cursor: Cursor, seen: Cursor | None, *, full: bool) -> bool:
-    """Whether ``cursor`` is past ``seen``: a full read of the same position is as good."""
-    if seen is None or cursor[0] != seen[0]:
+    """Whether ``cursor`` is past ``seen`` (a store's generations only grow, so cursors compare
+    as pairs); a full read of the same position is as good."""
+    if seen is None:
         return True
-    return cursor[1] >= seen[1] if full else cursor[1] > seen[1]
+    return cursor >= seen if full else cursor > seen
 
 
 def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> Exception:
@@ -570,7 +577,7 @@ def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> Except
         return SymbolRestrictedError(
             f"{prefix}{canon} is restricted and is never traded{hint}", symbol=canon
         )
-    info = book.frozen[canon]
+    info = book.frozen.get(canon) or rules.held_for_review(canon, "frozen", 0.0)
     what = (
         f"({info.reason}); exits stay allowed. Review"
         if order

@@ -55,8 +55,10 @@ class _Journal:
     lines: int = 0  # lines in the current journal: compaction is due after enough of them
     recent: ChangeLog = field(default_factory=ChangeLog)
     loaded: bool = False
-    pending: list[tuple[list[RecordPath] | None, Mutation[Any]]] = field(default_factory=list)
+    # changes kept in memory: (paths, mutate, replay); replay=False ones are not written later
+    pending: list[tuple[list[RecordPath] | None, Mutation[Any], bool]] = field(default_factory=list)
     behind: bool = False  # a new journal starts after changes this process never read
+    unsynced: str | None = None  # the last line was written but its fsync failed
     bad_offsets: set[tuple[int, int]] = field(default_factory=set)
 
 
@@ -139,9 +141,9 @@ class JsonFileStore:
         With ``keys`` ``mutate`` is handed those records only (shaped like the whole state) and
         the change costs the same whatever the state's size; without, the whole state. Returns
         what ``mutate`` saw and changed, and its result. ``StoreLockTimeoutError`` when another
-        process holds the lock past ``lock_timeout``. While the disk fails the change applies in
-        memory and is replayed (every change: a file on one disk has no other writer that could
-        have moved on without this process reading it first). ``urgent`` (the trading path)
+        process holds the lock past ``lock_timeout``. While the disk fails or the lock is busy the
+        change applies in memory and is written later, except ``replay=False`` ones (a reset, an
+        unfreeze): another process may have frozen again meanwhile. ``urgent`` (the trading path)
         waits at most ``URGENT_WAIT`` for the lock (other writers hold it for about a
         millisecond): a lock held by a stopped process never stalls a price call; the change is
         kept in memory and written by the next call, a background writer, or at exit.
@@ -160,14 +162,19 @@ class JsonFileStore:
             except OSError as exc:
                 if not self._degrade_allowed:
                     raise StoreError(f"state {name!r} not saved: {exc}", cause=exc) from exc
-                return self._update_in_memory(name, paths, mutate, f"cannot write: {exc}")
+                why = f"cannot write: {exc}"
+                return self._update_in_memory(name, paths, mutate, why, replay)
             except StoreError as exc:  # unreadable, or locked past the timeout: kept, replayed
                 if not self._degrade_allowed:
                     raise
-                doc, result = self._update_in_memory(name, paths, mutate, str(exc))
+                doc, result = self._update_in_memory(name, paths, mutate, str(exc), replay)
                 self._flush_soon(name)
                 return doc, result
-            self._back_on_disk(name)
+            if state.unsynced is not None:
+                self._degrade(name, state.unsynced)
+                state.unsynced = None
+            else:
+                self._back_on_disk(name)
             if state.lines >= max(self.compact_after, len(state.records)):
                 self._compact_soon(name)
             return doc, result
@@ -261,7 +268,7 @@ class JsonFileStore:
     def _reload_keeping_pending(self, name: str, state: _Journal) -> None:
         """Changes kept in memory sit on top of the disk: read the disk again, re-apply them."""
         self._load(name, state, locked=False)
-        for paths, mutate in state.pending:
+        for paths, mutate, _replay in state.pending:
             self._apply(name, state, paths, mutate, durable=False)
 
     def _load(self, name: str, state: _Journal, *, locked: bool) -> None:
@@ -423,12 +430,16 @@ class JsonFileStore:
         path = self._path(name, ".journal")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, 0o600)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
-        except OSError:  # not acknowledged: take the line back, or a replay would apply it twice
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, state.offset if state.fd is not None else 0)
-            raise
+            try:
+                _write_all(fd, line)
+            except OSError:  # no newline was written: no reader applied it; take it back
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, state.offset if state.fd is not None else 0)
+                raise
+            try:
+                os.fsync(fd)
+            except OSError as exc:  # readers may have applied it already: it stays, loudly
+                state.unsynced = f"fsync failed, the change may not survive a power loss: {exc}"
         finally:
             os.close(fd)
         if state.fd is None:  # this created the journal: follow it from after this line
@@ -523,7 +534,12 @@ class JsonFileStore:
     # -- degraded: changes in memory -------------------------------------------------------
 
     def _update_in_memory(
-        self, name: str, paths: list[RecordPath] | None, mutate: Mutation[T], why: str
+        self,
+        name: str,
+        paths: list[RecordPath] | None,
+        mutate: Mutation[T],
+        why: str,
+        replay: bool,
     ) -> tuple[Records, T]:
         self._degrade(name, why)
         state = self._states.setdefault(name, _Journal())
@@ -533,7 +549,14 @@ class JsonFileStore:
             state.loaded = True
         doc, result = self._apply(name, state, paths, mutate, durable=False)
         if len(state.pending) < MAX_PENDING:
-            state.pending.append((paths, mutate))
+            state.pending.append((paths, mutate, replay))
+        else:
+            log.critical(
+                "state %s: %d changes already wait in memory; this one applies in this process "
+                "only and will not reach the disk",
+                name,
+                MAX_PENDING,
+            )
         return doc, result
 
     def _replay(self, name: str, state: _Journal) -> None:
@@ -541,15 +564,25 @@ class JsonFileStore:
         if not state.pending:
             return
         pending, state.pending = state.pending, []
-        for done, (paths, mutate) in enumerate(pending):
+        skipped = 0
+        for done, (paths, mutate, replay) in enumerate(pending):
+            if not replay:  # a reset or unfreeze: the shared state may have moved on since
+                skipped += 1
+                continue
             try:
                 self._apply(name, state, paths, mutate, durable=True)
             except OSError:  # still failing: what is not on disk stays in memory, and pending
                 state.pending = pending[done:]
-                for later_paths, later in state.pending:
+                for later_paths, later, _replay in state.pending:
                     self._apply(name, state, later_paths, later, durable=False)
                 raise
-        log.warning("state %s is on disk again; %d change(s) replayed", name, len(pending))
+        log.warning(
+            "state %s is on disk again; %d change(s) replayed, %d reset(s) or unfreeze(s) not "
+            "(the shared state may have moved on: repeat them if still wanted)",
+            name,
+            len(pending) - skipped,
+            skipped,
+        )
 
     def _back_on_disk(self, name: str) -> None:
         if self._degraded.pop(name, None) is not None:
@@ -677,10 +710,18 @@ def _append_line(path: Path, line: bytes) -> None:
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        os.write(fd, (b"\n" if torn else b"") + line + b"\n")
+        _write_all(fd, (b"\n" if torn else b"") + line + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a nearly full disk writes part of a buffer and
+    raises only on the next call)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_file(path: Path) -> tuple[int, bytes]:

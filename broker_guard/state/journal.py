@@ -47,9 +47,8 @@ def encode(seq: int, changes: Sequence[tuple[RecordPath, Any]]) -> bytes:
         },
         separators=(",", ":"),
         sort_keys=True,
-        allow_nan=False,
-        ensure_ascii=False,
-    ).encode("utf-8")
+        allow_nan=False,  # ASCII: any symbol, a lone surrogate from undecodable bytes too, encodes
+    ).encode("ascii")
     crc = zlib.crc32(body)
     return _HEAD + f"{crc:08x}".encode() + b'",' + body[1:] + b"\n"
 
@@ -67,7 +66,7 @@ def decode(line: bytes) -> Entry:
         raise BadLine("checksum mismatch")
     raw = loads(body)
     seq, entries = raw.get("seq"), raw.get("set")
-    if type(seq) is not int or seq < 1 or not isinstance(entries, list):
+    if type(seq) is not int or seq < 0 or not isinstance(entries, list):
         raise BadLine("no sequence number or change list")
     return Entry(seq, tuple(_change(item) for item in entries))
 

@@ -345,3 +345,52 @@ def test_a_restriction_loaded_by_another_thread_during_a_state_reload_is_kept(
     assert m.is_restricted("NEW-USD")
     with pytest.raises(SymbolRestrictedError):
         m.check_entry("NEW/USD")
+
+
+def test_an_operator_freeze_of_a_symbol_held_for_a_damaged_count_survives_later_counts(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from broker_guard import JsonFileStore
+
+    doc = {"schema_version": 1, "data": {"failures": {"SIG/USD": {"count": "5"}}}}
+    (tmp_path / "symbol_freeze.json").write_text(json.dumps(doc))
+    bot = SymbolFreezeManager(store=JsonFileStore(tmp_path), refresh_interval=0.0)
+    operator = SymbolFreezeManager(store=JsonFileStore(tmp_path), refresh_interval=0.0)
+    operator.freeze("SIG-USD", "delisted")
+    operator.record_price_fetch_failure("SIG-USD", "bad symbol")  # a valid count replaces it
+    with pytest.raises(SymbolFrozenError):
+        bot.check_entry("SIG/USD")
+
+
+def test_readers_iterating_the_book_never_crash_while_it_changes() -> None:
+    import threading
+
+    m = SymbolFreezeManager(refresh_interval=3600)
+    for i in range(100):
+        m.freeze(f"S{i}-USD", "x")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            m.unfreeze_symbol(f"S{i % 100}-USD")
+            m.freeze(f"S{i % 100}-USD", "x")
+            m.record_price_fetch_failure(f"F{i % 300}-USD", "symbol not found")
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(300):
+            try:
+                m.get_stats()
+                m.get_frozen_symbols()
+            except RuntimeError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []

@@ -244,3 +244,71 @@ def test_memory_store_has_the_same_interface() -> None:
     assert store.read("s") == {"n": 1} and store.version("s") == 1
     store.append("a", {"x": 1})
     assert store.read_lines("a") == [{"x": 1}] and store.health().ok
+
+
+def test_an_unfreeze_kept_in_memory_is_not_replayed_over_a_later_freeze(tmp_path: Path) -> None:
+    from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+
+    bot = SymbolFreezeManager(store=JsonFileStore(tmp_path, lock_timeout=0.05), refresh_interval=0)
+    operator = SymbolFreezeManager(store=JsonFileStore(tmp_path))
+    operator.freeze("SIG-USD", "first review")
+    assert bot.is_frozen("SIG-USD")
+    with filelock.FileLock(tmp_path / "symbol_freeze.json.lock"):
+        assert bot.unfreeze_symbol("SIG-USD", "reviewed")  # the lock is busy: kept in memory
+    operator.freeze("SIG-USD", "delisted: frozen after the unfreeze returned")
+    bot.record_price_fetch_failure("ETH-USD", "symbol not found")  # writes what waits
+    assert "SIG/USD" in JsonFileStore(tmp_path).read("symbol_freeze")["frozen"]
+
+
+def test_a_short_write_on_a_full_disk_is_never_acknowledged_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path)
+    store.update("state", _incr)
+    real_write = os.write
+    calls = []
+
+    def nearly_full(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return int(real_write(fd, bytes(data)[:7]))  # part of the line, no error yet
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("broker_guard.state.files.os.write", nearly_full)
+    assert store.update("state", _incr)[0] == {"n": 2}  # kept in memory, loudly
+    assert not store.health().ok
+    monkeypatch.setattr("broker_guard.state.files.os.write", real_write)
+    store.update("state", _incr)  # the disk has room again: everything written, once
+    assert JsonFileStore(tmp_path).read("state") == {"n": 3}
+
+
+def test_a_failed_fsync_keeps_the_line_readers_may_have_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, reader = JsonFileStore(tmp_path), JsonFileStore(tmp_path)
+    writer.update("state", _incr)
+    real_fsync = os.fsync
+    written = []
+
+    def failing_fsync(fd: int) -> None:
+        written.append(reader.read("state"))  # another process reads between write and fsync
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", failing_fsync)
+    writer.update("state", _incr)
+    monkeypatch.setattr("broker_guard.state.files.os.fsync", real_fsync)
+    assert written == [{"n": 2}] and not writer.health().ok
+    writer.update("state", _incr)
+    JsonFileStore(tmp_path).update("state", _incr)
+    assert reader.read("state") == JsonFileStore(tmp_path).read("state") == {"n": 4}
+
+
+def test_symbols_from_undecodable_bytes_and_an_empty_compaction_are_stored(
+    tmp_path: Path,
+) -> None:
+    store = JsonFileStore(tmp_path)
+    store.compact("empty")  # nothing yet: the new journal's first line has sequence 0
+    assert JsonFileStore(tmp_path).read("empty") == {} and JsonFileStore(tmp_path).health().ok
+    odd = os.fsdecode(b"SIG\xff-USD")  # a lone surrogate, as argv or the environment give it
+    store.update("s", lambda d: d.update(frozen={odd: {"n": 1}}), keys=[("frozen", odd)])
+    assert JsonFileStore(tmp_path).read("s") == {"frozen": {odd: {"n": 1}}}
