@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import errno
 import json
 import os
 import threading
@@ -59,6 +60,7 @@ class _Journal:
     pending: list[tuple[list[RecordPath] | None, Mutation[Any], bool]] = field(default_factory=list)
     behind: bool = False  # a new journal starts after changes this process never read
     unsynced: str | None = None  # the last line was written but its fsync failed
+    base: int = 0  # the sequence number the current journal starts after
     bad_offsets: set[tuple[int, int]] = field(default_factory=set)
 
 
@@ -291,10 +293,28 @@ class JsonFileStore:
             state.generation += 1
             state.recent.restart(seq)
             self._open_journal(name, state)
+            if locked and state.behind:  # the journal starts after the snapshot: it was lost
+                self._restore_lost_snapshot(name, state)
+                return None
             if locked or (_inode(self._path(name, ".snapshot.json")) == ino and not state.behind):
                 return None
         with self._locked(name):
             return self._load(name, state, locked=True)
+
+    def _restore_lost_snapshot(self, name: str, state: _Journal) -> None:
+        base = state.base
+        seq, found = self._rebuild(name, journal.BadLine(f"the journal starts at {base}"))
+        if seq < base:
+            state.loaded = False
+            raise _StateLost(
+                errno.EIO,
+                f"state {name!r}: its snapshot is missing and nothing rebuilds it up to sequence "
+                f"{base}; restore {name}.snapshot.json from a backup",
+            )
+        state.records, state.seq, state.behind = found, seq, False
+        state.generation += 1
+        state.recent.restart(seq)
+        self._open_journal(name, state)
 
     def _needs_migration(self, name: str) -> bool:
         return not self._path(name, ".journal").exists() and (
@@ -370,6 +390,7 @@ class JsonFileStore:
             return
         state.lines += 1
         if not entry.changes:  # a new journal's first line: the snapshot's sequence number
+            state.base = entry.seq
             state.behind = state.behind or entry.seq > state.seq
             return
         if entry.seq <= state.seq:
@@ -473,7 +494,8 @@ class JsonFileStore:
         journal open finish it first."""
         payload = _snapshot_bytes(state.seq, state.records, self._clock())
         snapshot, current = self._path(name, ".snapshot.json"), self._path(name, ".journal")
-        _link_replace(snapshot, self._path(name, ".snapshot.json.prev"))
+        with contextlib.suppress(FileNotFoundError):  # a copy: never one inode with the snapshot
+            _write_replace(self._path(name, ".snapshot.json.prev"), _read_file(snapshot)[1])
         _link_replace(current, self._path(name, ".journal.prev"))
         _write_replace(snapshot, payload)
         _write_replace(current, journal.encode(state.seq, []))
@@ -481,22 +503,27 @@ class JsonFileStore:
         self._open_journal(name, state)
 
     def _rebuild(self, name: str, problem: Exception) -> tuple[int, Records]:
-        """The snapshot is damaged: move it aside, rebuild it from the previous pair."""
-        snapshot = self._path(name, ".snapshot.json")
-        aside = snapshot.with_name(f"{snapshot.name}.corrupt-{_stamp()}")
-        os.replace(snapshot, aside)
-        try:
-            _ino, seq, found = self._read_snapshot(name, ".snapshot.json.prev")
-            source = "the previous snapshot and journal"
-        except journal.BadLine:
-            seq, found, source = 0, {}, "nothing (the previous snapshot is damaged too)"
+        """The snapshot is damaged or missing: rebuild it from the previous pair (or, for the first
+        snapshot, the migrated 0.1 document), then move the bad one aside. ``_StateLost`` when
+        nothing reaches the journal's start: then the state cannot be confirmed."""
+        seq, found, source = self._previous_state(name)
         prev = _Journal(records=found, seq=seq, loaded=True)
         with contextlib.suppress(FileNotFoundError):
             for raw in _read_file(self._path(name, ".journal.prev"))[1].splitlines():
                 self._apply_line(name, prev, raw)
+        if prev.behind:  # the previous journal starts after what rebuilt it: a gap
+            raise _StateLost(
+                errno.EIO,
+                f"state {name!r}: its snapshot is damaged or missing and the previous one does not "
+                f"reach the previous journal; restore {name}.snapshot.json from a backup",
+            )
+        snapshot = self._path(name, ".snapshot.json")
+        aside = snapshot.with_name(f"{snapshot.name}.corrupt-{_stamp()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(snapshot, aside)
         log.critical(
-            "state snapshot %s was damaged (%s); moved to %s and rebuilt from %s, then the "
-            "journal. Check the disk and whatever wrote it.",
+            "state snapshot %s was damaged or missing (%s); moved to %s and rebuilt from %s, "
+            "then the journal. Check the disk and whatever wrote it.",
             snapshot,
             problem,
             aside.name,
@@ -505,6 +532,20 @@ class JsonFileStore:
         self._recovered.append(str(snapshot))
         _write_replace(snapshot, _snapshot_bytes(prev.seq, prev.records, self._clock()))
         return prev.seq, prev.records
+
+    def _previous_state(self, name: str) -> tuple[int, Records, str]:
+        try:
+            _ino, seq, found = self._read_snapshot(name, ".snapshot.json.prev")
+            if _ino is not None:
+                return seq, found, "the previous snapshot and journal"
+        except journal.BadLine:
+            pass
+        migrated = self._path(name, ".json.v1-migrated")
+        try:
+            data = check_document(journal.loads(_read_file(migrated)[1]))["data"]
+            return 1, dict(data), f"{migrated.name} (the migrated 0.1 document)"
+        except (FileNotFoundError, ValueError):
+            return 0, {}, "nothing (no good previous snapshot)"
 
     def _migrate(self, name: str) -> tuple[int, Records]:
         """A 0.1 ``<name>.json`` document (or its ``.bak``) becomes the first snapshot."""
@@ -756,12 +797,18 @@ def _write_replace(path: Path, payload: bytes) -> None:
 
 def _link_replace(source: Path, target: Path) -> None:
     """Make ``target`` another name of ``source`` (no copy), atomically; nothing when absent."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         os.link(source, tmp, follow_symlinks=False)
     except FileNotFoundError:
         return
     os.replace(tmp, target)
+    with contextlib.suppress(FileNotFoundError):  # renaming onto the same inode leaves it
+        os.unlink(tmp)
+
+
+class _StateLost(OSError):
+    """The state on disk cannot be put back together: readers must treat it as unreadable."""
 
 
 def _snapshot_bytes(seq: int, found: Records, now: float) -> bytes:

@@ -312,3 +312,26 @@ def test_symbols_from_undecodable_bytes_and_an_empty_compaction_are_stored(
     odd = os.fsdecode(b"SIG\xff-USD")  # a lone surrogate, as argv or the environment give it
     store.update("s", lambda d: d.update(frozen={odd: {"n": 1}}), keys=[("frozen", odd)])
     assert JsonFileStore(tmp_path).read("s") == {"frozen": {odd: {"n": 1}}}
+
+
+def test_a_lost_snapshot_is_rebuilt_and_nothing_is_released(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path, compact_in_background=False)
+    store.update("s", lambda d: d.update(frozen={"OLD": {"n": 1}}), keys=[("frozen", "OLD")])
+    store.compact("s")
+    store.update("s", lambda d: d.update(frozen={"MID": {"n": 2}}), keys=[("frozen", "MID")])
+    store.compact("s")
+    store.update("s", lambda d: d.update(frozen={"NEW": {"n": 3}}), keys=[("frozen", "NEW")])
+    (tmp_path / "s.snapshot.json").unlink()  # lost by the file system, or a careless cleanup
+    assert set(JsonFileStore(tmp_path).read("s")["frozen"]) == {"OLD", "MID", "NEW"}
+    (tmp_path / "s.snapshot.json").unlink()
+    (tmp_path / "s.snapshot.json.prev").unlink()  # and nothing to rebuild it from
+    with pytest.raises(StoreError, match="cannot be read"):
+        JsonFileStore(tmp_path).read("s")
+
+
+def test_a_damaged_first_snapshot_is_rebuilt_from_the_migrated_document(tmp_path: Path) -> None:
+    doc = {"schema_version": 1, "data": {"frozen": {"OLD": {"n": 1}}}}
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    JsonFileStore(tmp_path).update("s", lambda d: d["frozen"].update(NEW={"n": 2}))
+    (tmp_path / "s.snapshot.json").write_text("garbage")
+    assert set(JsonFileStore(tmp_path).read("s")["frozen"]) == {"OLD", "NEW"}
