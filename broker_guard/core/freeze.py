@@ -130,14 +130,6 @@ class Book:
     counts: Mapping[str, int]  # only symbols with a non-zero count
     restricted: frozenset[str]
 
-    @property
-    def blocked(self) -> frozenset[str]:
-        """Frozen or restricted: the one set the hot path looks a symbol up in."""
-        return frozenset(self.frozen) | self.restricted
-
-
-EMPTY_BOOK = Book({}, {}, frozenset())
-
 
 # -- verdicts ---------------------------------------------------------------------------------
 
