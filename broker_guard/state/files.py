@@ -152,14 +152,10 @@ class JsonFileStore:
         """
         paths = None if keys is None else list(keys)
         with self._thread_lock:
-            state = self._states.setdefault(name, _Journal())
             wait = URGENT_WAIT if urgent else None
             try:
                 with self._locked(name, wait):
-                    if state.pending:  # memory moved on by itself: start again from the disk
-                        state.loaded = False
-                    state = self._synced(name, locked=True)
-                    self._replay(name, state)
+                    state = self._written_pending(name)
                     doc, result = self._apply(name, state, paths, mutate, durable=True)
             except OSError as exc:
                 if not self._degrade_allowed:
@@ -210,16 +206,14 @@ class JsonFileStore:
         path = self.data_dir / f"{name}.jsonl"
         found: list[dict[str, Any]] = []
         try:
-            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+            text = _read_file(path)[1]
         except FileNotFoundError:
-            fd = -1
-        if fd >= 0:
-            with os.fdopen(fd, "rb") as handle:
-                for raw in handle.read().splitlines():
-                    with contextlib.suppress(ValueError):
-                        value = journal.loads(raw)
-                        if isinstance(value, dict):
-                            found.append(value)
+            text = b""
+        for raw in text.splitlines():
+            with contextlib.suppress(ValueError):
+                value = journal.loads(raw)
+                if isinstance(value, dict):
+                    found.append(value)
         return found + list(self._lines.get(name, []))
 
     def health(self) -> StoreHealth:
@@ -600,6 +594,16 @@ class JsonFileStore:
             )
         return doc, result
 
+    def _written_pending(self, name: str) -> _Journal:
+        """Under the lock: the state as on disk, with the changes kept in memory written on top
+        (memory moved on by itself, so it starts again from the disk)."""
+        state = self._states.setdefault(name, _Journal())
+        if state.pending:
+            state.loaded = False
+        state = self._synced(name, locked=True)
+        self._replay(name, state)
+        return state
+
     def _replay(self, name: str, state: _Journal) -> None:
         """Changes made in memory while the disk failed, applied again on the state now on disk."""
         if not state.pending:
@@ -660,8 +664,7 @@ class JsonFileStore:
                     if state is None or not state.pending:
                         return
                     with contextlib.suppress(StoreError, OSError), self._locked(name, 0.0):
-                        state.loaded = False
-                        self._replay(name, self._synced(name, locked=True))
+                        self._written_pending(name)
                         self._back_on_disk(name)
         finally:
             self._flushing.discard(name)
@@ -675,8 +678,7 @@ class JsonFileStore:
                     continue
                 try:
                     with self._locked(name):
-                        state.loaded = False
-                        self._replay(name, self._synced(name, locked=True))
+                        self._written_pending(name)
                         self._back_on_disk(name)
                 except (StoreError, OSError) as exc:
                     log.critical(
