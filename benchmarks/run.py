@@ -305,6 +305,14 @@ def _seed_frozen(store: Store, count: int) -> None:
         store.compact("symbol_freeze")
 
 
+def _notice_arrived(writer: Store, reader: Store) -> None:
+    """Redis: wait (unmeasured) for the writer's last change notice to reach the reader, so the
+    reader's next call measures applying it."""
+    if isinstance(reader, RedisStore):
+        written = writer.version("symbol_freeze")[1]  # type: ignore[index]
+        reader.wait_until(lambda s: s.version("symbol_freeze")[1] >= written, timeout=5)
+
+
 def failure_path_scaling(
     where: Callable[[], dict[str, Any]], sizes: list[int], reps: int, what: str
 ) -> list[tuple[str, float, float]]:
@@ -339,6 +347,7 @@ def failure_path_scaling(
             writer.freeze(f"Z{i}-USD", "bench")
             measured["freeze"].append(time.perf_counter() - start)
             clock.advance(2.0)  # the reader's refresh is due: it reads what changed
+            _notice_arrived(writer_store, reader_store)
             start = time.perf_counter()
             reader.get_current_price("BTC-USD")
             measured["reader"].append(time.perf_counter() - start)

@@ -170,12 +170,11 @@ class GuardThroughAnOutage(RuleBasedStateMachine):
         if self.down:
             return
         # the server's own copy, not a cache
-        raw = self.raw.get(f"{self.prefix_used}:state:symbol_freeze")
-        state = json.loads(raw)["data"] if raw else {}
-        assert set(state.get("frozen", {})) == self.server_frozen
-        assert (
-            state.get("failures", {}).get(canon(DEAD), {}).get("count", 0) == self.server_dead_count
-        )
+        fields = self.raw.hgetall(f"{self.prefix_used}:rec:symbol_freeze")
+        state = {tuple(json.loads(k)): json.loads(v) for k, v in fields.items()}
+        assert {key[1] for key in state if key[0] == "frozen"} == self.server_frozen
+        count = state.get(("failures", canon(DEAD)), {}).get("count", 0)
+        assert count == self.server_dead_count
 
 
 def test_a_guard_through_random_outages(redis_server: Any, redis_prefix: str) -> None:

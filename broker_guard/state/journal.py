@@ -40,17 +40,29 @@ class Entry:
 
 def encode(seq: int, changes: Sequence[tuple[RecordPath, Any]]) -> bytes:
     """The line for ``changes`` at ``seq``, newline included. Values must be plain JSON."""
-    body = json.dumps(
-        {
-            "seq": seq,
-            "set": [[list(path)] if v is None else [list(path), v] for path, v in changes],
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-        allow_nan=False,  # ASCII: any symbol, a lone surrogate from undecodable bytes too, encodes
-    ).encode("ascii")
+    body = dumps({"seq": seq, "set": change_list(changes)}).encode("ascii")
     crc = zlib.crc32(body)
     return _HEAD + f"{crc:08x}".encode() + b'",' + body[1:] + b"\n"
+
+
+def dumps(value: Any) -> str:
+    """Compact, ordered, ASCII JSON (any symbol, a lone surrogate from undecodable bytes too,
+    encodes); NaN and Infinity refused."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def change_list(changes: Sequence[tuple[RecordPath, Any]]) -> list[list[Any]]:
+    """``changes`` as the JSON list both stores write: ``[[path, value], [path]]`` (no value:
+    deleted)."""
+    return [[list(path)] if v is None else [list(path), v] for path, v in changes]
+
+
+def read_changes(raw: bytes | str) -> tuple[tuple[RecordPath, Any], ...]:
+    """The changes a JSON change list holds; ``BadLine`` when it is not one."""
+    items = loads(raw)
+    if not isinstance(items, list):
+        raise BadLine("not a change list")
+    return tuple(_change(item) for item in items)
 
 
 def decode(line: bytes) -> Entry:

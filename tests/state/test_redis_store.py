@@ -33,23 +33,93 @@ def _raw(server: Any) -> redis.Redis:
     return redis.Redis.from_url(server.url)
 
 
-def test_update_read_and_the_document_in_redis(
+def _hash(server: Any, key: str) -> dict[str, Any]:
+    return {json.dumps(json.loads(k)): json.loads(v) for k, v in _raw(server).hgetall(key).items()}
+
+
+def test_update_read_and_the_records_in_redis(
     make_redis_store: Make, redis_server: Any, redis_prefix: str
 ) -> None:
     store = make_redis_store()
     assert store.read("state") == {}
     assert store.update("state", _incr) == ({"n": 1}, 1)
     assert store.update("state", _incr) == ({"n": 2}, 2)
-    doc = json.loads(_raw(redis_server).get(f"{redis_prefix}:state:state"))
-    assert (
-        doc["schema_version"] == 1
-        and doc["revision"] == 2
-        and doc["data"] == {"n": 2}
-        and doc["updated_at"].endswith("+00:00")
-    )
-    # previous good copy
-    assert json.loads(_raw(redis_server).get(f"{redis_prefix}:state:state:bak"))["data"] == {"n": 1}
-    assert store.read("state") == {"n": 2} and store.health().ok
+    store.update("state", lambda d: d.update(frozen={"SIG/USD": {"count": 3}}))
+    raw = _raw(redis_server)
+    # one hash field per record, named by its path
+    assert _hash(redis_server, f"{redis_prefix}:rec:state") == {
+        '["n"]': 2,
+        '["frozen", "SIG/USD"]': {"count": 3},
+    }
+    meta = raw.hgetall(f"{redis_prefix}:meta:state")
+    assert meta[b"seq"] == b"3" and meta[b"schema_version"] == b"2" and meta[b"gen"]
+    assert meta[b"updated_at"].endswith(b"+00:00")
+    # the log holds each change at its sequence number
+    entries = raw.xrange(f"{redis_prefix}:log:state")
+    assert [e[0] for e in entries] == [b"1-0", b"2-0", b"3-0"]
+    assert json.loads(entries[2][1][b"set"]) == [[["frozen", "SIG/USD"], {"count": 3}]]
+    assert store.read("state") == {"n": 2, "frozen": {"SIG/USD": {"count": 3}}}
+    assert store.health().ok
+
+
+def test_a_keyed_change_reads_and_writes_only_its_records(
+    make_redis_store: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_redis_store()
+    big = {f"S{i}": {"count": i} for i in range(2000)}
+    store.update("s", lambda d: d.update(frozen=big))
+    seen: list[dict[str, Any]] = []
+
+    def bump(d: dict[str, Any]) -> None:
+        seen.append(json.loads(json.dumps(d)))
+        d["frozen"]["S7"]["count"] += 1
+
+    monkeypatch.setattr(store._client, "hgetall", _refuse)  # no full read
+    store.update("s", bump, keys=[("frozen", "S7")])
+    assert seen == [{"frozen": {"S7": {"count": 7}}}]
+    monkeypatch.undo()
+    assert store.read("s")["frozen"]["S7"] == {"count": 8}
+    assert len(store.read("s")["frozen"]) == 2000
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a keyed change must not read the whole state")
+
+
+def test_workers_changing_different_records_never_conflict(make_redis_store: Make) -> None:
+    a, b = make_redis_store(), make_redis_store()
+    runs = {"a": 0, "b": 0}
+
+    def counting(who: str, key: str) -> Callable[[dict[str, Any]], None]:
+        def change(d: dict[str, Any]) -> None:
+            runs[who] += 1
+            section = d.setdefault("failures", {})
+            section[key] = section.get(key, 0) + 1
+
+        return change
+
+    for _ in range(20):
+        a.update("s", counting("a", "A"), keys=[("failures", "A")])
+        b.update("s", counting("b", "B"), keys=[("failures", "B")])
+    assert runs == {"a": 20, "b": 20}  # each change computed once: no retry
+    assert a.read("s") == {"failures": {"A": 20, "B": 20}}
+
+
+def test_a_conflicting_change_is_computed_again_on_the_new_record(
+    make_redis_store: Make,
+) -> None:
+    a, b = make_redis_store(), make_redis_store()
+    a.update("s", lambda d: d.update(failures={"X": 1}), keys=[("failures", "X")])
+    attempts: list[int] = []
+
+    def change(d: dict[str, Any]) -> None:
+        attempts.append(d["failures"]["X"])
+        if len(attempts) == 1:  # another worker changes the record in between
+            b.update("s", lambda e: e["failures"].update(X=10), keys=[("failures", "X")])
+        d["failures"]["X"] += 1
+
+    a.update("s", change, keys=[("failures", "X")])
+    assert attempts == [1, 10] and a.read("s") == {"failures": {"X": 11}}
 
 
 def test_a_change_reaches_another_store_by_notice_without_a_read(make_redis_store: Make) -> None:
@@ -104,28 +174,56 @@ def test_processes_lose_no_update(
     assert make_redis_store().read("state") == {"n": 450}
 
 
-def test_corrupt_document_is_renamed_aside_and_the_last_good_copy_restored(
+def test_a_damaged_record_is_quarantined_and_read_as_damaged(
     make_redis_store: Make, redis_server: Any, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = make_redis_store()
-    store.update("state", _incr)
-    store.update("state", _incr)  # bak holds n=1
+    store.update("s", lambda d: d.update(frozen={"SIG/USD": {"n": 1}, "ETH/USD": {"n": 2}}))
     raw = _raw(redis_server)
     # a torn write by some other tool
-    raw.set(f"{redis_prefix}:state:state", b'{"schema_version": 1, "data": {"n": 2')
+    raw.hset(f"{redis_prefix}:rec:s", '["frozen","SIG/USD"]', b'{"n": 1')
     with caplog.at_level(logging.CRITICAL, logger="broker_guard.store.redis"):
-        # an update always reads the server's copy
-        assert store.update("state", _incr) == (
-            {"n": 2},
-            2,
-        )
+        found = make_redis_store().read("s")
+    assert found["frozen"]["ETH/USD"] == {"n": 2}  # the rest is kept
+    assert "quarantined" in found["frozen"]["SIG/USD"]  # read as damaged: its symbol stays blocked
     assert any(r.levelno == logging.CRITICAL for r in caplog.records)
-    aside = raw.keys(f"{redis_prefix}:state:state:corrupt-*")
-    assert len(aside) == 1 and raw.get(aside[0]).startswith(b'{"schema_version": 1, "data"')
-    assert store.health().recovered
-    raw.set(f"{redis_prefix}:state:state", b"\x00garbage")
-    # a new worker's first read repairs it too (from the copy before)
-    assert make_redis_store().read("state") == {"n": 1}
+    aside = raw.xrange(f"{redis_prefix}:quarantine:s")
+    assert len(aside) == 1 and aside[0][1][b"value"] == b'{"n": 1'
+
+
+def test_a_damaged_record_keeps_its_symbol_frozen_for_review(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    from broker_guard import GuardConfig, GuardedBroker, SymbolFrozenError
+    from broker_guard.testing import PaperBroker
+
+    store = make_redis_store()
+    guard: Any = GuardedBroker(PaperBroker(), GuardConfig.load(env={}), store=store)
+    guard.freeze_manager.freeze("SOL-USD", "operator")
+    _raw(redis_server).hset(f"{redis_prefix}:rec:symbol_freeze", '["frozen","SOL/USD"]', b"{")
+    fresh: Any = GuardedBroker(PaperBroker(), GuardConfig.load(env={}), store=make_redis_store())
+    with pytest.raises(SymbolFrozenError):
+        fresh.place_market_order("SOL-USD", "buy", 0.01)
+    assert not fresh.health()["ok"]
+
+
+def test_a_damaged_sequence_number_refuses_every_entry(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    from broker_guard import GuardConfig, GuardedBroker
+    from broker_guard.errors import StateUnconfirmedError
+    from broker_guard.testing import PaperBroker
+
+    store = make_redis_store()
+    store.update("symbol_freeze", lambda d: d.update(frozen={}))
+    guard: Any = GuardedBroker(PaperBroker(), GuardConfig.load(env={}), store=store)
+    guard.freeze_manager.freeze("SOL-USD", "operator")
+    _raw(redis_server).hset(f"{redis_prefix}:meta:symbol_freeze", "seq", "garbage")
+    fresh: Any = GuardedBroker(PaperBroker(), GuardConfig.load(env={}), store=make_redis_store())
+    with pytest.raises(StateUnconfirmedError):
+        fresh.place_market_order("ETH-USD", "buy", 0.01)
+    with pytest.raises(StoreError, match="sequence number"):
+        make_redis_store().update("symbol_freeze", _incr)
 
 
 def test_audit_records_go_to_a_capped_stream(
@@ -146,9 +244,10 @@ def test_ttl_expires_only_the_states_named(
     store.update("balances", _incr)
     store.update("symbol_freeze", _incr)
     raw = _raw(redis_server)
-    assert 3_500_000 < raw.pttl(f"{redis_prefix}:state:balances") <= 3_600_000
-    # freezes never expire by themselves
-    assert raw.pttl(f"{redis_prefix}:state:symbol_freeze") == -1
+    for kind in ("rec", "meta", "log"):
+        assert 3_500_000 < raw.pttl(f"{redis_prefix}:{kind}:balances") <= 3_600_000
+        # freezes never expire by themselves
+        assert raw.pttl(f"{redis_prefix}:{kind}:symbol_freeze") == -1
 
 
 def test_config_selects_the_store(redis_server: Any, redis_prefix: str, tmp_path: Path) -> None:
@@ -159,7 +258,7 @@ def test_config_selects_the_store(redis_server: Any, redis_prefix: str, tmp_path
     with store_from_config(config) as store:  # type: ignore[attr-defined]
         assert isinstance(store, RedisStore) and store.prefix == redis_prefix
         store.update("balances", _incr)
-        assert 7_100_000 < _raw(redis_server).pttl(f"{redis_prefix}:state:balances") <= 7_200_000
+        assert 7_100_000 < _raw(redis_server).pttl(f"{redis_prefix}:rec:balances") <= 7_200_000
 
 
 def test_bad_arguments_are_refused_with_the_setting_named() -> None:
@@ -258,9 +357,7 @@ def test_a_server_stopped_and_restarted_keeps_its_state_and_gets_the_replay(tmp_
             server.start()  # same port, same append-only file
             assert store.wait_until(lambda s: s.health().ok, timeout=15)
             assert store.read("state") == {"n": 2}
-        assert json.loads(redis.Redis.from_url(server.url).get("restart:state:state"))["data"] == {
-            "n": 2
-        }
+        assert redis.Redis.from_url(server.url).hgetall("restart:rec:state") == {b'["n"]': b"2"}
     finally:
         server.stop()
 
@@ -269,18 +366,148 @@ def test_a_late_notice_does_not_overwrite_changes_made_during_an_outage(
     make_redis_store: Make, link: TcpLink
 ) -> None:
     """A notice already in the listener's socket buffer when the link drops is read after the outage
-    began;
-    it carries the document from before, which must not replace what this process changed since."""
+    began; it carries a change from before, which must not replace what this process changed
+    since."""
     store = make_redis_store(url=link.url())
+    store.load("state")
     store.update("state", lambda d: d.update(count=1))
+    gen = store._replicas["state"].gen
     link.cut()
     store.update("state", lambda d: d.update(count=d["count"] + 1))  # in memory, queued
-    late = {
-        "schema_version": 1,
-        "revision": 1,
-        "updated_at": "2026-01-01T00:00:00+00:00",
-        "data": {"count": 1},
-    }
-    # the listener reading the old notice late
-    store._on_message(f"state 1 {json.dumps(late)}".encode())
+    # the listener reading an old notice late
+    store._on_message(f'state {gen} 2 [[["count"],1]]'.encode())
     assert store.read("state") == {"count": 2}
+
+
+# -- notices, gaps, generations, migration ----------------------------------------------------
+
+
+def _followed(store: RedisStore, name: str, seq: int) -> bool:
+    return store.version(name)[1] >= seq
+
+
+def _subscribed(*stores: RedisStore) -> None:
+    """Each store's listener has subscribed (its first epoch begins: cursors from before are read
+    again in full, since notices may have been missed until then)."""
+    for store in stores:
+        assert store.wait_until(lambda s: s.version("any")[0] >= 1, timeout=5)
+
+
+def test_a_reader_learns_what_changed_from_the_notice_alone(
+    make_redis_store: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, reader = make_redis_store(), make_redis_store()
+    _subscribed(writer, reader)
+    writer.update("s", lambda d: d.update(frozen={f"S{i}": {"n": i} for i in range(500)}))
+    cursor, found = reader.load("s")
+    assert len(found["frozen"]) == 500
+    writer.update("s", lambda d: d.update(frozen={"NEW": {"n": -1}}), keys=[("frozen", "NEW")])
+    assert reader.wait_until(lambda s: _followed(s, "s", cursor[1] + 1), timeout=5)
+    for command in ("hgetall", "hmget", "get", "xrange", "pipeline"):
+        monkeypatch.setattr(reader._client, command, _refuse)  # no round trip at all
+    got = reader.changes("s", cursor)
+    assert got is not None
+    new_cursor, changes = got
+    assert [(c.path, c.value) for c in changes] == [(("frozen", "NEW"), {"n": -1})]
+    assert reader.changes("s", new_cursor) == (new_cursor, [])
+
+
+def test_missed_notices_are_filled_from_the_log_in_order(make_redis_store: Make) -> None:
+    a, b = make_redis_store(), make_redis_store()
+    _subscribed(a, b)
+    cursor, _ = b.load("s")
+    b._on_message = lambda message: None  # type: ignore[method-assign]  # notices lost
+    for key in ("X", "Y", "Z"):
+        a.update("s", lambda d, k=key: d.setdefault("f", {}).update({k: 1}), keys=[("f", key)])
+    b.update("s", lambda d: d.setdefault("f", {}).update(B=1), keys=[("f", "B")])  # b's own
+    got = b.changes("s", cursor)
+    assert got is not None
+    assert [c.path for c in got[1]] == [("f", "X"), ("f", "Y"), ("f", "Z"), ("f", "B")]
+    assert [c.seq for c in got[1]] == [1, 2, 3, 4]
+
+
+def test_a_gap_the_log_no_longer_holds_makes_readers_load_everything(
+    make_redis_store: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = make_redis_store(), make_redis_store()
+    _subscribed(a, b)
+    cursor, _ = b.load("s")
+    b._on_message = lambda message: None  # type: ignore[method-assign]
+    a.update("s", lambda d: d.update(f={"X": 1}), keys=[("f", "X")])
+    _raw_of(a).delete(f"{a.prefix}:log:s")  # trimmed away
+    b.update("s", lambda d: d.setdefault("f", {}).update(B=1), keys=[("f", "B")])
+    assert b.changes("s", cursor) is None  # never a partial history
+    assert b.load("s")[1] == {"f": {"X": 1, "B": 1}}
+
+
+def _raw_of(store: RedisStore) -> redis.Redis:
+    return redis.Redis.from_url(store.url)
+
+
+def test_a_state_created_anew_on_the_server_is_read_again_and_reported(
+    make_redis_store: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = make_redis_store(), make_redis_store()
+    _subscribed(a, b)
+    a.update("s", lambda d: d.update(frozen={"SOL/USD": {"n": 1}}), keys=[("frozen", "SOL/USD")])
+    cursor, _ = b.load("s")
+    raw = _raw_of(a)
+    raw.delete(*(f"{a.prefix}:{kind}:s" for kind in ("rec", "meta", "log")))  # FLUSH, or lost data
+    with caplog.at_level(logging.CRITICAL, logger="broker_guard.store.redis"):
+        a.update(
+            "s", lambda d: d.update(frozen={"ETH/USD": {"n": 1}}), keys=[("frozen", "ETH/USD")]
+        )
+        assert b.wait_until(lambda s: s.version("s")[0] > cursor[0], timeout=5)
+    assert b.changes("s", cursor) is None
+    new_cursor, found = b.load("s")
+    assert found == {"frozen": {"ETH/USD": {"n": 1}}} and new_cursor > cursor
+    assert "created anew" in caplog.text and "SOL/USD" in caplog.text
+
+
+def test_a_worker_on_the_old_layout_is_reported(make_redis_store: Make) -> None:
+    store = make_redis_store()
+    assert store.wait_until(lambda s: s.version("s")[0] >= 1)
+    old_doc = {"schema_version": 1, "revision": 4, "data": {}}
+    _raw_of(store).publish(f"{store.prefix}:changes", f"symbol_freeze 4 {json.dumps(old_doc)}")
+    assert store.wait_until(lambda s: not s.health().ok, timeout=5)
+    assert "Upgrade every worker" in store.health().degraded["redis layout"]
+
+
+def _old_document(data: dict[str, Any], revision: int) -> str:
+    return json.dumps({"schema_version": 1, "revision": revision, "data": data})
+
+
+def test_a_state_written_by_0_1_is_migrated_once(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    raw = _raw(redis_server)
+    data = {"frozen": {"SIG/USD": {"reason": "x"}}, "failures": {"A/USD": {"count": 2}}}
+    raw.set(f"{redis_prefix}:state:symbol_freeze", _old_document(data, 7))
+    stores = [make_redis_store() for _ in range(3)]
+    threads = [threading.Thread(target=s.read, args=("symbol_freeze",)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in stores:
+        assert store.read("symbol_freeze") == data
+    assert raw.hget(f"{redis_prefix}:meta:symbol_freeze", "seq") == b"7"
+    assert raw.get(f"{redis_prefix}:state:symbol_freeze") is None
+    kept = raw.get(f"{redis_prefix}:state:symbol_freeze:v1-migrated")
+    assert json.loads(kept)["data"] == data
+    stores[0].update("symbol_freeze", lambda d: d["failures"]["A/USD"].update(count=3))
+    assert stores[1].read("symbol_freeze")["failures"]["A/USD"] == {"count": 3}
+
+
+def test_a_damaged_0_1_state_is_migrated_from_its_copy_or_reported(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    raw = _raw(redis_server)
+    raw.set(f"{redis_prefix}:state:a", b'{"torn')
+    raw.set(f"{redis_prefix}:state:a:bak", _old_document({"n": 1}, 1))
+    raw.set(f"{redis_prefix}:state:b", b'{"torn')
+    store = make_redis_store()
+    assert store.read("a") == {"n": 1} and store.health().recovered
+    assert store.read("b") == {}
+    assert not store.health().ok and "not migrated" in store.health().quarantined[0]
+    assert raw.get(f"{redis_prefix}:state:b") == b'{"torn'  # left for review
