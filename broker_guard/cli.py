@@ -216,6 +216,20 @@ def cmd_symbol(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_acknowledge_damage(args: argparse.Namespace) -> int:
+    manager = _manager(args, must_exist=True)
+    marks = manager.acknowledge_damage()
+    _check_saved(manager)
+    _emit(
+        args,
+        {"acknowledged": marks},
+        f"acknowledged {len(marks)} damaged change(s); entries resume"
+        if marks
+        else "no unattributed damage to acknowledge",
+    )
+    return EXIT_OK
+
+
 class ProgressBar:
     """Positions valued so far, on stderr, for scans of at least ``minimum`` positions (stdout stays
     for results).
@@ -412,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"{name} a symbol in the shared data dir")
         p.add_argument("symbol")
         p.add_argument("--reason", default="")
+    sub.add_parser(
+        "acknowledge-damage",
+        help="after reviewing damaged state changes that named no symbol (see health), let "
+        "entries resume",
+    )
     dust = sub.add_parser("dust", help="close positions under the dust threshold")
     dust.add_argument("--dry-run", action="store_true", default=None)
     dust.add_argument("--threshold", type=float)
@@ -432,6 +451,7 @@ COMMANDS = {
     "unfreeze": cmd_symbol,
     "restrict": cmd_symbol,
     "unrestrict": cmd_symbol,
+    "acknowledge-damage": cmd_acknowledge_damage,
     "dust": cmd_dust,
     "normalize": cmd_normalize,
 }

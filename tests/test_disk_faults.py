@@ -185,3 +185,43 @@ def test_a_bot_that_loses_read_access_alerts_and_refuses_entries(
     monkeypatch.setattr("broker_guard.state.files.os.open", real_open)
     clock.advance(2.0)
     assert guard.place_market_order("BTC-USD", "buy", 0.001)  # readable again: decided by it
+
+
+def _damage_naming_nothing(tmp_path: Path) -> None:
+    """A journal line so damaged its JSON names no record (it may have held a freeze)."""
+    with open(tmp_path / "symbol_freeze.journal", "ab") as handle:
+        handle.write(b'{"crc":"0badf00d","seq":99,"set":[[["froz\x00\xff garbage\n')
+        handle.write(b"")  # a later writer's line follows it: the damage is not a torn tail
+    JsonFileStore(tmp_path).update(
+        "symbol_freeze",
+        lambda d: d.update(failures={"X/USD": {"count": 1}}),
+        keys=[("failures", "X/USD")],
+    )
+
+
+def test_a_damaged_change_naming_no_symbol_refuses_entries_until_acknowledged(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broker_guard.cli import main
+    from broker_guard.errors import StateUnconfirmedError
+
+    guard, paper = file_guard(tmp_path, clock)
+    guard.freeze_manager.freeze("OLD-USD", "operator")
+    _damage_naming_nothing(tmp_path)
+    for bot in (guard, file_guard(tmp_path, clock)[0]):  # running, and started after
+        with pytest.raises(StateUnconfirmedError, match="acknowledge-damage"):
+            bot.place_market_order("ETH-USD", "buy", 0.01)
+        health = bot.health()
+        assert not health["ok"] and any("name no symbol" in a for a in health["alerts"])
+    assert not [o for o in paper.orders if o["side"] == "buy"]
+    paper.holdings["ETH"] = 1.0
+    guard.place_market_order("ETH-USD", "sell", 0.5)  # exits pass
+    assert main(["--data-dir", str(tmp_path), "acknowledge-damage"]) == 0
+    assert "acknowledged 1" in capsys.readouterr().out
+    guard.place_market_order("ETH-USD", "buy", 0.01)
+    restarted = file_guard(tmp_path, clock)[0]  # the acknowledgement is durable
+    restarted.place_market_order("ETH-USD", "buy", 0.01)
+    with pytest.raises(SymbolFrozenError):
+        restarted.place_market_order("OLD-USD", "buy", 0.01)  # the freeze from before is kept
+    assert main(["--data-dir", str(tmp_path), "acknowledge-damage"]) == 0
+    assert "no unattributed damage" in capsys.readouterr().out

@@ -34,7 +34,7 @@ from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
 from broker_guard.state.base import Cursor, Store
 from broker_guard.state.memory import MemoryStore
-from broker_guard.state.records import Change
+from broker_guard.state.records import UNATTRIBUTED, Change
 from broker_guard.symbols import canonical_symbol
 
 log = redact_logger("broker_guard.freeze")
@@ -97,6 +97,8 @@ class SymbolFreezeManager:
         self._store_problem: str | None = None
         self.unreadable: str | None = None  # why shared state cannot be read: entries refused
         self.damaged: dict[str, str] = {}  # records held frozen for review, and their problem
+        # damage the store could not tie to a record: every entry refused until reviewed
+        self.unattributed: dict[str, str] = {}
         self._held_for_count: set[str] = set()  # held only because their failure count is damaged
         self._refresh(force=True)
 
@@ -121,13 +123,8 @@ class SymbolFreezeManager:
         An order is never the probe: after a cooldown a price call must succeed first.
         """
         now = self._refreshed()
-        if self.unreadable is not None:
-            raise StateUnconfirmedError(
-                f"order refused: {canon} cannot be confirmed tradable while the guard's shared "
-                f"state cannot be read ({self.unreadable}); exits stay allowed. Fix the state's "
-                "permissions or disk",
-                symbol=canon,
-            )
+        if self.unreadable is not None or self.unattributed:
+            raise self._unconfirmed(canon)
         if canon not in self.blocked:  # neither frozen nor restricted: nothing to decide
             return
         book = self._book
@@ -296,6 +293,7 @@ class SymbolFreezeManager:
             "cooldown_hours": self.policy.cooldown_hours,
             "store_problem": self.unreadable or self._store_problem,
             "damaged_records": dict(self.damaged),
+            "unattributed_damage": dict(self.unattributed),
         }
 
     # -- verdicts into errors and logs -------------------------------------------------------
@@ -452,6 +450,9 @@ class SymbolFreezeManager:
         """One record changed: the sets the fast path reads are changed in place, ``watched``
         first when a symbol is added and last when it is removed."""
         now = self.clock()
+        if section == UNATTRIBUTED:
+            self._mark_unattributed(canon, value)
+            return
         if section == "frozen":
             if value is None:
                 self._frozen.pop(canon, None)
@@ -479,6 +480,20 @@ class SymbolFreezeManager:
                 self.damaged.pop(canon, None)
         self._settle(canon)
 
+    def _mark_unattributed(self, where: str, value: Any) -> None:
+        if value is None:
+            self.unattributed.pop(where, None)
+            return
+        if where not in self.unattributed:
+            log.critical(
+                "shared state holds a damaged change that names no symbol (%s): entries refused "
+                "on every symbol until an operator reviews it and runs `broker-guard "
+                "acknowledge-damage` (exits still allowed)",
+                where,
+            )
+        problem = value.get("quarantined") if isinstance(value, dict) else value
+        self.unattributed[where] = str(problem)
+
     def _hold(self, canon: str, record: FrozenSymbol, problem: str | None) -> None:
         self.watched.add(canon)
         self.blocked.add(canon)
@@ -504,6 +519,38 @@ class SymbolFreezeManager:
             what,
         )
 
+    def _unconfirmed(self, canon: str) -> StateUnconfirmedError:
+        if self.unreadable is not None:
+            return StateUnconfirmedError(
+                f"order refused: {canon} cannot be confirmed tradable while the guard's shared "
+                f"state cannot be read ({self.unreadable}); exits stay allowed. Fix the state's "
+                "permissions or disk",
+                symbol=canon,
+            )
+        where = "; ".join(sorted(self.unattributed))
+        return StateUnconfirmedError(
+            f"order refused: {canon} cannot be confirmed tradable: the shared state holds a "
+            f"damaged change that names no symbol ({where}); exits stay allowed. Review it (kept "
+            "aside in the state's quarantine), then `broker-guard acknowledge-damage`",
+            symbol=canon,
+        )
+
+    def acknowledge_damage(self) -> list[str]:
+        """An operator has reviewed the damaged changes that named no symbol (and re-applied any
+        freeze they held): entries resume. Returns what was acknowledged."""
+        with self._lock:
+            marks = sorted(self.unattributed)
+        if marks:
+            self.store.update(
+                STATE,
+                lambda doc: doc.pop(UNATTRIBUTED, None),
+                keys=[(UNATTRIBUTED, mark) for mark in marks],
+                replay=False,
+            )
+            self._follow_quietly(STATE)
+            log.warning("damaged state changes acknowledged by an operator: %s", marks)
+        return marks
+
     def _lost_state(self, why: str) -> None:
         if self.unreadable is None:
             log.critical(
@@ -521,6 +568,12 @@ class SymbolFreezeManager:
             stored: Mapping[str, Any] = section if isinstance(section, dict) else {}
             self._held_for_count = {c for c in self._frozen if c not in stored}
             self._set_book(Book(self._frozen, self._counts, book.restricted))
+            section = doc.get(UNATTRIBUTED)
+            marks: Mapping[str, Any] = section if isinstance(section, dict) else {}
+            for gone in set(self.unattributed) - set(marks):
+                del self.unattributed[gone]
+            for where, value in marks.items():
+                self._mark_unattributed(where, value)
         for what, problem in malformed:
             self._report_damage(what, problem)
 

@@ -49,6 +49,12 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
             "State records damaged, their symbols held frozen for review: "
             + "; ".join(f"{k}: {v}" for k, v in sorted(stats["damaged_records"].items()))
         )
+    if stats["unattributed_damage"]:
+        alerts.append(
+            "Entries refused on every symbol: damaged state changes name no symbol (review "
+            "them, then `broker-guard acknowledge-damage`): "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(stats["unattributed_damage"].items()))
+        )
     return {
         "ok": not alerts,
         "alerts": alerts,

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import threading
+import zlib
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,11 +398,12 @@ class JsonFileStore:
     def _quarantine(self, name: str, state: _Journal, raw: bytes, problem: Exception) -> None:
         """A damaged line: kept aside for review, loud, and every record it names marked so the
         symbols stay blocked (a fault never releases a freeze)."""
-        named = _paths_named(raw)
+        what = f"{name}.journal at byte {state.offset}"
+        named = _paths_named(raw) or [(records.UNATTRIBUTED, f"{what} crc {zlib.crc32(raw):08x}")]
         mark = {"quarantined": f"damaged journal line: {problem}"}
         for path in named:  # on every read of the line; not on disk: readers load everything
             records.apply(state.records, path, mark)
-        state.generation += 1 if named else 0
+        state.generation += 1
         where = (state.ino or 0, state.offset)
         if where in state.bad_offsets:
             return  # copied aside and reported once
@@ -409,15 +411,17 @@ class JsonFileStore:
         aside = self._path(name, ".quarantine.jsonl")
         with contextlib.suppress(OSError):
             _append_line(aside, raw.replace(b"\n", b" "))
-        what = f"{name}.journal at byte {state.offset}"
         self._quarantined.append(f"{what}: {problem}")
         log.critical(
-            "state %s: a damaged journal line (%s) was copied to %s; records it names %s are kept "
-            "blocked for review. Check the disk and whatever wrote it.",
+            "state %s: a damaged journal line (%s) was copied to %s; %s. Check the disk and "
+            "whatever wrote it.",
             what,
             problem,
             aside.name,
-            [list(p) for p in named] or "(none readable)",
+            f"records it names {[list(p) for p in named]} are kept blocked for review"
+            if named[0][0] != records.UNATTRIBUTED
+            else "it names no record: entries on every symbol are refused until an operator has "
+            "reviewed it (`broker-guard acknowledge-damage`)",
         )
 
     def _apply(

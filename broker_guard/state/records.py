@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 
 Records = dict[str, Any]
 RecordPath = tuple[str, ...]  # (section, key) or (key,)
+# where a store marks damage it cannot tie to any record (a damaged line whose JSON does not even
+# name one): readers refuse every entry until an operator has reviewed it and deleted the mark
+UNATTRIBUTED = "unattributed_damage"
 T = TypeVar("T")
 
 

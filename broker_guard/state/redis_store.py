@@ -68,6 +68,7 @@ MAX_CONFLICTS = 100  # compare-and-set retries when other workers keep changing 
 LOG_MAX = 10_000  # changes kept in each state's log stream, for readers that missed a notice
 POLL_SECONDS = 0.1  # how long the listener waits for a message before it looks at its flags
 ABSENT = ""  # in a script's arguments: the record is expected absent, or is deleted
+_RAW_FIELD = "unreadable field "  # marks on a field whose name is not a record path: its bytes
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     (redis.ConnectionError, redis.TimeoutError, OSError) if redis is not None else (OSError,)
 )
@@ -403,13 +404,10 @@ class RedisStore:
                 continue
             try:
                 path = _path_of(raw_field)
-            except journal.BadLine as exc:
-                self._quarantine(name, raw_field, raw, f"unreadable record name: {exc}")
-                continue
-            try:
                 value = journal.loads(raw)
             except journal.BadLine as exc:
                 self._quarantine(name, raw_field, raw, str(exc))
+                path = _attributed(raw_field)
                 value = {"quarantined": f"damaged record in Redis: {exc}"}
             records.apply(found, path, value)
         return found
@@ -427,7 +425,7 @@ class RedisStore:
             self._client.xadd(aside, {"field": raw_field, "value": raw, "problem": problem})
         log.critical(
             "state %s: a damaged record (%s) was copied to %s; the symbol it names is kept "
-            "blocked for review. Check whatever wrote it.",
+            "blocked for review (every symbol, when it names none). Check whatever wrote it.",
             what,
             problem,
             aside,
@@ -488,7 +486,7 @@ class RedisStore:
 
     def _read_for_update(
         self, name: str, paths: list[RecordPath] | None
-    ) -> tuple[Records, str, list[tuple[str, bytes]]]:
+    ) -> tuple[Records, str, list[tuple[bytes, bytes]]]:
         """The records a change is computed from, and what the write must find unchanged: those
         fields (a keyed change), or the whole state's sequence number."""
         if paths is None:
@@ -496,7 +494,7 @@ class RedisStore:
             return found, str(seq), []
         fields = [_field(path) for path in paths]
         raws = self._client.hmget(self._key("rec", name), fields) if fields else []
-        found = self._records(name, zip([f.encode() for f in fields], raws, strict=True))
+        found = self._records(name, zip(fields, raws, strict=True))
         return found, "", [(f, raw or b"") for f, raw in zip(fields, raws, strict=True)]
 
     def _write(
@@ -504,7 +502,7 @@ class RedisStore:
         name: str,
         changed: list[tuple[RecordPath, Any]],
         expect_seq: str,
-        checks: list[tuple[str, bytes]],
+        checks: list[tuple[bytes, bytes]],
     ) -> tuple[str, int] | None:
         """Run the update script; (gen, seq) written, or None on a conflict."""
         args: list[Any] = [
@@ -767,8 +765,13 @@ def _flatten(state: Mapping[str, Any]) -> dict[RecordPath, Any]:
     return out
 
 
-def _field(path: RecordPath) -> str:
-    return journal.dumps(list(path))
+def _field(path: RecordPath) -> bytes:
+    """The hash field of a record; a mark on an unreadable field names that field, so deleting
+    the mark (an operator's acknowledgement) deletes it."""
+    if path[0] == records.UNATTRIBUTED and path[-1].startswith(_RAW_FIELD):
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(path[-1][len(_RAW_FIELD) :])
+    return journal.dumps(list(path)).encode("ascii")
 
 
 def _path_of(raw_field: bytes) -> RecordPath:
@@ -780,6 +783,15 @@ def _path_of(raw_field: bytes) -> RecordPath:
     ):
         raise journal.BadLine(f"not a record path: {raw_field[:80]!r}")
     return tuple(path)
+
+
+def _attributed(raw_field: bytes) -> RecordPath:
+    """The record a damaged field is marked on: its own, or when its name is unreadable too, a
+    mark that refuses every entry until an operator has reviewed it."""
+    try:
+        return _path_of(raw_field)
+    except journal.BadLine:
+        return (records.UNATTRIBUTED, _RAW_FIELD + raw_field.hex())
 
 
 def _text(raw: bytes | str | None) -> str | None:

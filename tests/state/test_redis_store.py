@@ -511,3 +511,34 @@ def test_a_damaged_0_1_state_is_migrated_from_its_copy_or_reported(
     assert store.read("b") == {}
     assert not store.health().ok and "not migrated" in store.health().quarantined[0]
     assert raw.get(f"{redis_prefix}:state:b") == b'{"torn'  # left for review
+
+
+def test_a_damaged_record_naming_no_symbol_refuses_entries_until_acknowledged(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    from broker_guard import GuardConfig, GuardedBroker
+    from broker_guard.errors import StateUnconfirmedError
+    from broker_guard.testing import PaperBroker
+
+    raw = _raw(redis_server)
+    raw.hset(f"{redis_prefix}:rec:symbol_freeze", b"\xff\x00[froz", b'{"reason":')
+    paper = PaperBroker(prices={"ETH-USD": 2_500.0})
+    guard: Any = GuardedBroker(paper, GuardConfig.load(env={}), store=make_redis_store())
+    with pytest.raises(StateUnconfirmedError, match="acknowledge-damage"):
+        guard.place_market_order("ETH-USD", "buy", 0.01)
+    assert not paper.orders and not guard.health()["ok"]
+    other: Any = GuardedBroker(
+        PaperBroker(prices={"ETH-USD": 2_500.0}), GuardConfig.load(env={}), store=make_redis_store()
+    )
+    assert len(other.freeze_manager.acknowledge_damage()) == 1
+    assert raw.hgetall(f"{redis_prefix}:rec:symbol_freeze") == {}  # reviewed: gone
+    assert raw.xrange(f"{redis_prefix}:quarantine:symbol_freeze")  # kept aside (once per worker)
+    assert guard.freeze_manager.store.wait_until(
+        lambda s: s.version("symbol_freeze")[1] >= 1, timeout=5
+    )
+    guard.freeze_manager._refresh(force=True)
+    guard.place_market_order("ETH-USD", "buy", 0.01)
+    fresh: Any = GuardedBroker(
+        PaperBroker(prices={"ETH-USD": 2_500.0}), GuardConfig.load(env={}), store=make_redis_store()
+    )
+    fresh.place_market_order("ETH-USD", "buy", 0.01)
