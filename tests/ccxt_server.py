@@ -90,6 +90,11 @@ class ExchangeServer:
         with self._lock:
             self._faults.setdefault(path, []).extend([(status, body)] * times)
 
+    def heal(self, path: str) -> None:
+        """Drop the error answers still queued for ``path``."""
+        with self._lock:
+            self._faults.pop(path, None)
+
     def calls(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
 

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -373,3 +374,119 @@ def test_the_ccxt_examples_strategy_runs_on_a_guarded_exchange(
     run(BINANCE, is_async, scenario)
     out = capsys.readouterr().out
     assert "free cash: 100.0" in out and "BTC/USDT: 50000.0" in out
+
+
+# -- the trading gate: every order path of the installed ccxt ----------------------------------
+
+ORDER_NAME = re.compile(r"(?i)^(create|edit).*order")  # found here independently of the profile
+ARGUMENTS = {
+    "side": "buy",
+    "type": "limit",
+    "amount": 1.0,
+    "price": 1.0,
+    "cost": 10.0,
+    "id": "1",
+    "clientOrderId": "c1",
+    "duration": 60,
+    "params": {},
+}
+
+
+def order_call(method: Any, symbol: str) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments for any order method: a buy of ``symbol`` (a list of one for a batch)."""
+    args: list[Any] = []
+    for name, param in inspect.signature(method).parameters.items():
+        if param.kind is not param.POSITIONAL_OR_KEYWORD:
+            continue
+        if name == "symbol":
+            args.append(symbol)
+        elif name == "orders":
+            args.append([{"symbol": symbol, "type": "limit", "side": "buy", "amount": 1.0}])
+        else:
+            args.append(ARGUMENTS.get(name, 1.0))  # trigger, stop-loss, trailing prices...
+    return args, {}
+
+
+def order_methods(exchange: Any) -> list[str]:
+    return [n for n in dir(exchange) if ORDER_NAME.match(n) and callable(getattr(exchange, n))]
+
+
+@VENUES
+@MODES
+def test_every_order_method_of_the_installed_ccxt_is_refused_for_a_frozen_symbol(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
+        doge = venue.symbol("DOGE")
+        guard.freeze_manager.freeze(doge, "test")
+        names = order_methods(exchange)
+        assert len(names) >= 80  # snake_case and camelCase, create and edit, batch and ws
+        sent = len(server.requests)
+        reached = []
+        for name in names:
+            args, kwargs = order_call(getattr(exchange, name), doge)
+            try:
+                await maybe(getattr(guard, name)(*args, **kwargs))
+            except SymbolFrozenError:
+                continue
+            except Exception:  # ccxt's own answer (not supported, ...): it went past the gate
+                pass
+            reached.append(name)
+        exits = [n for n in reached if re.search(r"(?i)sell|reduce_?only", n)]
+        assert sorted(set(reached) - set(exits)) == []  # every buy path refused
+        assert len(server.requests) - sent <= len(exits)  # only exits reached the exchange
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_reduce_only_orders_are_exits_in_keywords_and_in_params(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
+        doge = venue.symbol("DOGE")
+        guard.freeze_manager.freeze(doge, "test")
+        for params in ({"reduceOnly": True}, {"reduce_only": "true"}):
+            try:
+                await maybe(guard.create_order(doge, "market", "buy", 3, None, params))
+            except SymbolFrozenError:
+                pytest.fail(f"an exit with {params} was refused")
+            except Exception:
+                pass  # the exchange's own answer: the order reached it
+        for params in ({"reduceOnly": "false"}, {"reduceOnly": 0}, {"reduceOnly": None}):
+            with pytest.raises(SymbolFrozenError):
+                await maybe(guard.create_order(doge, "market", "buy", 3, None, params))
+        sent = len(server.calls(venue.order))
+        exit_order = {"symbol": doge, "type": "market", "side": "sell", "amount": 3.0}
+        entry = {**exit_order, "side": "buy"}
+        with pytest.raises(SymbolFrozenError):
+            await maybe(guard.create_orders([exit_order, entry]))
+        with pytest.raises(SymbolFrozenError):
+            await maybe(guard.createOrders([exit_order, entry]))
+        assert len(server.calls(venue.order)) == sent  # a batch with an entry: nothing sent
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_balance_variants_are_retried_and_served_from_the_last_known(
+    venue: Venue, is_async: bool
+) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
+        for name in ("fetch_free_balance", "fetchTotalBalance", "fetch_used_balance"):
+            good = await maybe(getattr(guard, name)())
+            server.fail(venue.balance, *venue.unavailable, times=2)
+            assert await maybe(getattr(guard, name)()) == good  # retried
+            server.fail(venue.balance, *venue.unavailable, times=10)
+            assert await maybe(getattr(guard, name)()) == good  # the last known
+            server.heal(venue.balance)
+
+    run(venue, is_async, scenario, balance={"jitter": False})

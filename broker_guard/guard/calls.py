@@ -240,34 +240,63 @@ class TickersBody:
 
 class OrderBody:
     """Entries on frozen or restricted symbols are refused before the broker sees them; exits
-    pass. Orders are never retried: a retry can fill twice."""
+    pass. An order is an exit when its method only reduces (a sell helper, a reduce-only
+    helper), when ``reduceOnly``/``reduce_only`` is set in its keywords or its ccxt ``params``,
+    or when its side is an exit side. A batch (ccxt ``create_orders``) is refused whole when any
+    of its orders is a refused entry. Orders are never retried: a retry can fill twice."""
 
-    __slots__ = ("enter",)
+    __slots__ = ("check_entry", "exit_only", "index", "names")
 
-    def __init__(self, ctx: GuardContext, spec: MethodSpec, indexes: tuple[int, int]) -> None:
-        symbol_index, side_index = indexes
-        pname, sname, exit_only = spec.symbol, spec.side, spec.exit
-        check_entry, canonical = ctx.freeze.check_entry, canonical_symbol
+    def __init__(self, ctx: GuardContext, spec: MethodSpec, indexes: tuple[int, ...]) -> None:
+        self.check_entry = ctx.freeze.check_entry
+        self.exit_only = spec.exit
+        self.index = (*indexes, -1, -1, -1, -1)[:4]  # symbol, side, params, batch
+        self.names = (spec.symbol, spec.side, spec.params or "params", spec.batch)
 
-        def enter(args: Args, kwargs: Kwargs) -> Ticket:
-            symbol = arg(args, kwargs, symbol_index, pname)
-            if isinstance(symbol, str) and not (exit_only or is_exit(args, kwargs)):
-                check_entry(canonical(symbol))
+    def enter(self, args: Args, kwargs: Kwargs) -> Ticket:
+        if self.exit_only:
             return None
+        symbol_at, side_at, params_at, batch_at = self.index
+        symbol_name, side_name, params_name, batch_name = self.names
+        params = arg(args, kwargs, params_at, params_name)
+        if batch_name is not None:
+            for order in arg(args, kwargs, batch_at, batch_name) or ():
+                if isinstance(order, Mapping):
+                    inner = order.get("params")
+                    self.judge(order.get("symbol"), order.get("side"), inner, params, kwargs)
+            return None
+        symbol = arg(args, kwargs, symbol_at, symbol_name)
+        self.judge(symbol, arg(args, kwargs, side_at, side_name), params, None, kwargs)
+        return None
 
-        def is_exit(args: Args, kwargs: Kwargs) -> bool:
-            if kwargs.get("reduce_only") or kwargs.get("reduceOnly"):
-                return True
-            side = arg(args, kwargs, side_index, sname)
-            return isinstance(side, str) and side.lower() in EXIT_SIDES
-
-        self.enter = enter
+    def judge(self, symbol: Any, side: Any, *flags: Any) -> None:
+        """Refuse an entry on a symbol the guard does not trust; exits and unnamed symbols pass."""
+        if not isinstance(symbol, str) or any(reduce_only(f) for f in flags):
+            return
+        if isinstance(side, str) and side.lower() in EXIT_SIDES:
+            return
+        self.check_entry(canonical_symbol(symbol))
 
     def failed(self, ticket: Ticket, exc: BaseException) -> None:
         return None
 
     def returned(self, ticket: Ticket, value: Any) -> Any:
         return value
+
+
+def reduce_only(flags: Any) -> bool:
+    """Whether keywords or a params dict mark an order reduce-only: only an explicit true value
+    (``True``, ``1``, ``"true"``) counts, so a ``"false"`` string never turns an entry into an
+    exit."""
+    if not isinstance(flags, Mapping):
+        return False
+    for key in ("reduceOnly", "reduce_only"):
+        value = flags.get(key)
+        if value is True or (type(value) is int and value == 1):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("true", "1"):
+            return True
+    return False
 
 
 class PassBody:
@@ -392,7 +421,7 @@ def call_signature(name: str, args: Args, kwargs: Kwargs) -> str:
 
 
 def make_method(
-    ctx: GuardContext, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, int]
+    ctx: GuardContext, name: str, spec: MethodSpec, is_async: bool, indexes: tuple[int, ...]
 ) -> Callable[..., Any]:
     """The guarded method for broker method ``name``, named and signed like it."""
     broker = ctx.broker

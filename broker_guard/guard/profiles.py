@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from broker_guard.core.validate import plain_price, ticker_price
@@ -36,11 +37,13 @@ class MethodSpec:
     exit: bool = False
     price: Callable[[Any], float | None] = plain_price
     many: bool = False  # price role over a list of symbols (ccxt fetch_tickers)
+    params: str | None = None  # an order's extra-parameters dict (ccxt ``params``: reduceOnly)
+    batch: str | None = None  # an order method taking a list of orders (ccxt ``create_orders``)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
-        if self.role in ("price", "order") and self.symbol is None:
+        if self.role in ("price", "order") and self.symbol is None and self.batch is None:
             raise ValueError(f"a {self.role} method needs the name of its symbol parameter")
 
 
@@ -48,10 +51,15 @@ class MethodSpec:
 class Profile:
     name: str
     methods: Mapping[str, MethodSpec] = field(default_factory=dict)
+    # finds more role methods on the broker itself (ccxt: every unified order method and every
+    # alias of a guarded method), so a method a later release adds is guarded too
+    discover: Callable[[object], Mapping[str, MethodSpec]] | None = None
 
     def present(self, broker: object) -> dict[str, MethodSpec]:
         """The profile's methods that ``broker`` really has (callable attributes)."""
-        return {n: s for n, s in self.methods.items() if callable(getattr(broker, n, None))}
+        found = dict(self.discover(broker)) if self.discover is not None else {}
+        found.update(self.methods)
+        return {n: s for n, s in found.items() if callable(getattr(broker, n, None))}
 
     def first(self, broker: object, role: str) -> str | None:
         """The broker's first method (in profile order) that plays ``role``."""
@@ -113,18 +121,58 @@ GENERIC = Profile(
     },
 )
 
+CCXT_ORDER_METHOD = re.compile(r"^(create|edit)_\w*order")  # ccxt's unified order methods
+
+
+def ccxt_methods(broker: object) -> dict[str, MethodSpec]:
+    """Every unified order method of a ccxt exchange (``create_*order*``, ``edit_*order*``, the
+    batch and websocket ones), read from its class, and the camelCase alias ccxt defines for each
+    guarded method (``createOrder`` is ``create_order``)."""
+    cls = type(broker)
+    found: dict[str, MethodSpec] = {}
+    for name in dir(cls):
+        function = getattr(cls, name, None)
+        if CCXT_ORDER_METHOD.match(name) and inspect.isfunction(function):
+            found[name] = ccxt_order_spec(name, function)
+    guarded = {**CCXT.methods, **found}
+    by_function = {id(getattr(cls, n, None)): n for n in guarded if hasattr(cls, n)}
+    for name in dir(cls):
+        snake = by_function.get(id(getattr(cls, name, None)))
+        if snake is not None and name != snake and not name.startswith("_"):
+            found[name] = guarded[snake]
+    return found
+
+
+def ccxt_order_spec(name: str, function: Callable[..., Any]) -> MethodSpec:
+    """How a ccxt order method names its symbol, side and params; a method without a side
+    parameter takes it from its name (``create_limit_buy_order``)."""
+    try:
+        params = set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        params = set()
+    words = set(name.split("_"))
+    return MethodSpec(
+        "order",
+        symbol="symbol" if "symbol" in params or "orders" not in params else None,
+        side="side" if "side" in params else None,
+        exit=("side" not in params and "sell" in words) or {"reduce", "only"} <= words,
+        params="params" if "params" in params else None,
+        batch="orders" if "orders" in params else None,
+    )
+
+
 CCXT = Profile(
     "ccxt",
     {
         "fetch_balance": MethodSpec("balance"),
+        "fetch_free_balance": MethodSpec("balance"),
+        "fetch_total_balance": MethodSpec("balance"),
+        "fetch_used_balance": MethodSpec("balance"),
         "fetch_ticker": MethodSpec("price", symbol="symbol", price=ticker_price),
         "fetch_tickers": MethodSpec("price", symbol="symbols", price=ticker_price, many=True),
         "fetch_positions": MethodSpec("positions"),
-        "create_order": _order(),
-        "create_market_order": _order(),
-        "create_market_buy_order": _order(side=None),
-        "create_market_sell_order": _order(side=None, exit=True),
     },
+    discover=ccxt_methods,
 )
 
 PROFILES = {"generic": GENERIC, "ccxt": CCXT}
@@ -140,7 +188,8 @@ def resolve_profile(
     if isinstance(profile, Profile):
         return profile
     if isinstance(profile, Mapping):
-        return Profile.custom(profile, base=CCXT if is_ccxt(broker) else GENERIC)
+        base = CCXT if is_ccxt(broker) else GENERIC
+        return replace(Profile.custom(profile, base=base), discover=base.discover)
     if profile == "auto":
         return CCXT if is_ccxt(broker) else GENERIC
     if profile in PROFILES:

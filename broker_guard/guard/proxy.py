@@ -178,7 +178,7 @@ def _checked(config: object) -> GuardConfig:
     return config
 
 
-_Layout = tuple[tuple[str, MethodSpec, bool, tuple[int, int]], ...]
+_Layout = tuple[tuple[str, MethodSpec, bool, tuple[int, ...]], ...]
 
 
 def _layout(broker: object, profile: Profile) -> _Layout:
@@ -224,8 +224,10 @@ def _not_initialised(method: str, owner: str) -> Callable[..., Any]:
     return refuse
 
 
-def _indexes(method: Callable[..., Any], spec: MethodSpec) -> tuple[int, int]:
-    return param_index(method, spec.symbol), param_index(method, spec.side)
+def _indexes(method: Callable[..., Any], spec: MethodSpec) -> tuple[int, ...]:
+    """Where the symbol, side, params and batch arguments sit in a call (-1: keyword only)."""
+    names = (spec.symbol, spec.side, spec.params, spec.batch)
+    return tuple(param_index(method, name) if name else -1 for name in names)
 
 
 __all__ = ["BrokerProxy"]
