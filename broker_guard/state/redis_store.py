@@ -119,11 +119,13 @@ end
 return {1, seq, gen}
 """.replace("LAYOUT", str(LAYOUT_VERSION))
 
-# KEYS: rec, meta, 0.1 document. ARGV: gen, seq, updated_at, ttl ms, then (field, raw) pairs.
-# Installs the records unless the state exists already (another worker migrated it first).
+# KEYS: rec, meta, 0.1 document. ARGV: gen, seq, updated_at, ttl ms, the document as read, then
+# (field, raw) pairs. Installs the records unless the state exists already (another worker
+# migrated it first) or the document changed since it was read (a 0.1 worker wrote it: try again).
 _MIGRATE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return -1 end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[2], 'gen', ARGV[1], 'seq', ARGV[2], 'schema_version', LAYOUT,
   'updated_at', ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -151,7 +153,7 @@ class _Replica:
         """Whether the change ``(gen, seq)`` is the next one."""
         return seq == self.seq + 1 and self.gen in (None, gen)
 
-    def take(self, gen: str, seq: int, changes: Sequence[tuple[RecordPath, Any]]) -> None:
+    def take(self, gen: str | None, seq: int, changes: Sequence[tuple[RecordPath, Any]]) -> None:
         for path, value in changes:
             records.apply(self.records, path, copy.deepcopy(value))
             self.recent.add(seq, path, value)
@@ -405,6 +407,8 @@ class RedisStore:
             try:
                 path = _path_of(raw_field)
                 value = journal.loads(raw)
+                if value is None:  # no change writes null: it would read as deleted, a release
+                    raise journal.BadLine("null record")
             except journal.BadLine as exc:
                 self._quarantine(name, raw_field, raw, str(exc))
                 path = _attributed(raw_field)
@@ -466,6 +470,7 @@ class RedisStore:
     ) -> tuple[Records, T]:
         """Read the records, apply ``mutate``, write what changed if those records are unchanged
         on the server; retry on a conflict."""
+        self._migrate(name)  # a change replayed after an outage comes here first
         if name not in self._replicas:  # follow what this process writes: its copy serves an outage
             self._install(name, *self._fetch(name))
         for _attempt in range(MAX_CONFLICTS):
@@ -568,7 +573,7 @@ class RedisStore:
         changed = flat_diff(before, doc)
         if changed:
             # readers here see the change (a reconnect starts a new epoch: everyone reads again)
-            replica.take(replica.gen or "", replica.seq + 1, changed)
+            replica.take(replica.gen, replica.seq + 1, changed)
             pending = self._pending.setdefault(name, [])
             if replay and len(pending) < MAX_PENDING:
                 pending.append((mutate, paths))
@@ -582,16 +587,19 @@ class RedisStore:
         if name in self._migrated:
             return
         old = self._key("state", name)
-        with self._client.pipeline(transaction=False) as pipe:
-            pipe.exists(self._key("meta", name))
-            pipe.get(old)
-            pipe.get(f"{old}:bak")
-            exists, raw, bak = pipe.execute()
-        if not exists and raw is not None:
-            self._migrate_document(name, raw, bak)
+        for _attempt in range(MAX_CONFLICTS):  # a 0.1 worker writing meanwhile: read it again
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.exists(self._key("meta", name))
+                pipe.get(old)
+                pipe.get(f"{old}:bak")
+                exists, raw, bak = pipe.execute()
+            if exists or raw is None or self._migrate_document(name, raw, bak) != -1:
+                break
         self._migrated.add(name)
 
-    def _migrate_document(self, name: str, raw: bytes, bak: bytes | None) -> None:
+    def _migrate_document(self, name: str, raw: bytes, bak: bytes | None) -> int:
+        """1 when migrated, 0 when not (migrated already, or damaged), -1 when the document
+        changed since it was read."""
         old = self._key("state", name)
         found = _document(raw)
         if found is None and bak is not None:
@@ -600,15 +608,17 @@ class RedisStore:
         if found is None:
             self._quarantined.append(f"{old}: damaged 0.1 document, not migrated")
             log.critical("0.1 state %s is damaged and was not migrated; review it", old)
-            return
+            return 0
         data, revision = found
         args: list[Any] = [os.urandom(8).hex(), revision, utc_iso(self._clock())]
-        args.append(self._ttl_ms.get(name, ""))
+        args.extend((self._ttl_ms.get(name, ""), raw))
         for path, value in flat_diff({}, data):
             args.extend((_field(path), journal.dumps(value)))
         keys = [self._key("rec", name), self._key("meta", name), old]
-        if self._migrate_script(keys=keys, args=args):
+        outcome = int(self._migrate_script(keys=keys, args=args))
+        if outcome == 1:
             log.warning("state %s migrated from the 0.1 layout (kept as %s:v1-migrated)", old, old)
+        return outcome
 
     # -- notices and outages -----------------------------------------------------------------
 
@@ -706,16 +716,29 @@ class RedisStore:
                 )
             # before anyone trades on it: a link that flaps again a moment later must not leave a
             # freeze made meanwhile unknown
-            fetched = {name: self._fetch(name) for name in list(self._replicas)}
             self._seen.clear()
-            for name, (gen, seq, found) in fetched.items():
-                self._replicas[name] = _Replica(found, gen, seq)
-                self._replicas[name].recent.restart(seq)
-                self._seen[name] = seq
+            for name in list(self._replicas):
+                self._reread(name)
             self._down = None
             self._not_replayed = 0
             self._epoch += 1
             self._changed.notify_all()
+
+    def _reread(self, name: str) -> None:
+        """Read a followed state again after a reconnect; one that cannot be read is left stale
+        (its readers' next load raises: entries refused) without stopping the others."""
+        old = self._replicas[name]
+        try:
+            gen, seq, found = self._fetch(name)
+        except StoreError as exc:
+            log.critical("state %s unreadable after reconnecting: %s", name, exc)
+            old.stale = True
+            return
+        if old.gen is not None and gen != old.gen:
+            self._recreated(name, old, gen)
+        fresh = self._replicas[name] = _Replica(found, gen, seq)
+        fresh.recent.restart(seq)
+        self._seen[name] = seq
 
     def _listen(self) -> None:
         """Subscribe, follow change notices, and on any failure reconnect with exponential

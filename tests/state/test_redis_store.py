@@ -542,3 +542,90 @@ def test_a_damaged_record_naming_no_symbol_refuses_entries_until_acknowledged(
         PaperBroker(prices={"ETH-USD": 2_500.0}), GuardConfig.load(env={}), store=make_redis_store()
     )
     fresh.place_market_order("ETH-USD", "buy", 0.01)
+
+
+# -- found by review (session 6): each failed before its fix -----------------------------------
+
+
+def _resubscribe(store: RedisStore, redis_server: Any) -> None:
+    """A blip on the notice connection: redis-py subscribes again, the store re-reads."""
+    epoch = store.version("x")[0]
+    _raw(redis_server).client_kill_filter(_type="pubsub")
+    assert store.wait_until(lambda s: s.version("x")[0] > epoch, timeout=10)
+
+
+def test_one_unreadable_state_after_a_reconnect_does_not_deafen_the_others(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    a, b = make_redis_store(max_retry_delay=0.05), make_redis_store()
+    _subscribed(a, b)
+    a.update("balances", lambda d: d.update(usd=100))
+    a.load("s")
+    _raw(redis_server).hset(f"{redis_prefix}:meta:balances", "seq", "garbage")
+    _resubscribe(a, redis_server)
+    b.update("s", lambda d: d.update(frozen={"SIG/USD": {"n": 1}}), keys=[("frozen", "SIG/USD")])
+    assert a.wait_until(lambda s: s.version("s")[1] >= 1, timeout=5)
+    assert a.load("s")[1] == {"frozen": {"SIG/USD": {"n": 1}}}
+    with pytest.raises(StoreError, match="sequence number"):
+        a.load("balances")  # its readers refuse entries
+
+
+def test_a_change_replayed_after_an_outage_migrates_the_0_1_state_first(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str, link: TcpLink
+) -> None:
+    old = {"frozen": {"SIG/USD": {"reason": "delisted"}}}
+    _raw(redis_server).set(f"{redis_prefix}:state:symbol_freeze", _old_document(old, 3))
+    store = make_redis_store(url=link.url(), max_retry_delay=0.05)
+    link.cut()
+    store.update(
+        "symbol_freeze",
+        lambda d: d.update(failures={"ABC/USD": {"count": 1}}),
+        keys=[("failures", "ABC/USD")],
+    )
+    link.heal()
+    assert store.wait_until(lambda s: s.health().ok, timeout=10)
+    found = make_redis_store().read("symbol_freeze")
+    assert found == {**old, "failures": {"ABC/USD": {"count": 1}}}
+
+
+def test_a_server_that_comes_back_empty_is_reported(
+    make_redis_store: Make, redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_redis_store(max_retry_delay=0.05)
+    _subscribed(store)
+    store.update(
+        "s", lambda d: d.update(frozen={"SIG/USD": {"n": 1}}), keys=[("frozen", "SIG/USD")]
+    )
+    for kind in ("rec", "meta", "log"):
+        _raw(redis_server).delete(f"{store.prefix}:{kind}:s")
+    with caplog.at_level(logging.CRITICAL, logger="broker_guard.store.redis"):
+        _resubscribe(store, redis_server)
+    assert "created anew" in caplog.text and "SIG/USD" in caplog.text
+
+
+def test_a_null_record_is_damaged_not_deleted(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    _raw(redis_server).hset(f"{redis_prefix}:rec:s", '["frozen","SIG/USD"]', b"null")
+    found = make_redis_store().read("s")
+    assert "quarantined" in found["frozen"]["SIG/USD"]
+
+
+def test_migration_takes_the_document_a_0_1_worker_wrote_meanwhile(
+    make_redis_store: Make, redis_server: Any, redis_prefix: str
+) -> None:
+    raw = _raw(redis_server)
+    key = f"{redis_prefix}:state:symbol_freeze"
+    raw.set(key, _old_document({"frozen": {"A/USD": {"n": 1}}}, 1))
+    store = make_redis_store()
+    script = store._migrate_script
+    calls = []
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not calls:  # a 0.1 worker freezes SIG/USD between the read and the migration
+            raw.set(key, _old_document({"frozen": {"A/USD": {"n": 1}, "SIG/USD": {"n": 2}}}, 2))
+        calls.append(1)
+        return script(*args, **kwargs)
+
+    store._migrate_script = meanwhile  # type: ignore[method-assign]
+    assert set(store.read("symbol_freeze")["frozen"]) == {"A/USD", "SIG/USD"}
