@@ -773,9 +773,14 @@ class RedisStore:
 
 def flat_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[tuple[RecordPath, Any]]:
     """The record changes (path, new value or None) that turn ``before`` into ``after``, one per
-    hash field: a section's records each, a top-level value as one."""
+    hash field: a section's records each, a top-level value as one. Values are copies, as
+    ``records.diff`` makes: the change log readers share must not be the caller's objects."""
     old, new = _flatten(before), _flatten(after)
-    return [(p, new.get(p)) for p in sorted(old.keys() | new.keys()) if old.get(p) != new.get(p)]
+    return [
+        (p, copy.deepcopy(new.get(p)))
+        for p in sorted(old.keys() | new.keys())
+        if old.get(p) != new.get(p)
+    ]
 
 
 def _flatten(state: Mapping[str, Any]) -> dict[RecordPath, Any]:

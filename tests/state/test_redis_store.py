@@ -629,3 +629,13 @@ def test_migration_takes_the_document_a_0_1_worker_wrote_meanwhile(
 
     store._migrate_script = meanwhile  # type: ignore[method-assign]
     assert set(store.read("symbol_freeze")["frozen"]) == {"A/USD", "SIG/USD"}
+
+
+def test_changes_handed_to_readers_are_not_the_writers_objects(make_redis_store: Make) -> None:
+    store = make_redis_store()
+    _subscribed(store)
+    cursor, _ = store.load("s")
+    doc, _ = store.update("s", lambda d: d.update(f={"X": {"n": 1}}), keys=[("f", "X")])
+    doc["f"]["X"]["n"] = 99  # the caller keeps using what update() returned
+    got = store.changes("s", cursor)
+    assert got is not None and [c.value for c in got[1]] == [{"n": 1}]
