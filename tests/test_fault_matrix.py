@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -78,7 +79,9 @@ INVALID_BALANCES = {
     "NaN": math.nan,
     "inf": math.inf,
     "negative": -5.0,
-    "string": "1000",
+    "string": "n/a",
+    "NaN string": "NaN",
+    "sNaN": Decimal("sNaN"),
     "bool": True,
     "empty dict": {},
     "list": [1000.0],
@@ -90,7 +93,9 @@ INVALID_PRICES = {
     "inf": math.inf,
     "zero": 0.0,
     "negative": -1.0,
-    "string": "50000",
+    "string": "n/a",
+    "inf string": "-inf",
+    "sNaN": Decimal("sNaN"),
     "bool": True,
     "dict": {},
 }

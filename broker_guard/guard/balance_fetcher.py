@@ -17,7 +17,6 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import backoff
@@ -36,7 +35,7 @@ from broker_guard.clock import (
 )
 from broker_guard.config import BalancePolicy
 from broker_guard.core.retry import Action, RetryState, Why, decide
-from broker_guard.core.validate import is_valid_balance
+from broker_guard.core.validate import is_valid_balance, real_number, stored_balance
 from broker_guard.errors import BalanceUnavailableError, InvalidResponseError, StoreError
 from broker_guard.events import EventHook, GuardEvent, emit
 from broker_guard.guard.profiles import GENERIC, account_key
@@ -51,8 +50,9 @@ STATE = "balances"
 
 
 def describe_balance(value: Any) -> str:
-    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
-        return f"${float(value):.2f}"
+    number = None if isinstance(value, Mapping) else real_number(value)
+    if number is not None:
+        return f"${number:.2f}"
     if isinstance(value, Mapping):
         total = value.get("total")
         if isinstance(total, Mapping):
@@ -412,11 +412,7 @@ class EnhancedBalanceFetcher:
             # the newest write wins (sequence order): a wall-clock comparison would let a balance
             # saved under a clock running fast shadow every later one
             if entry is not None:
-                value = (
-                    {k: v for k, v in entry[0].items() if k != "info"}
-                    if isinstance(entry[0], Mapping)
-                    else entry[0]
-                )
+                value = stored_balance(entry[0])  # JSON-safe: Decimal, numpy, no ``info``
                 data.setdefault("balances", {})[record_key] = {
                     "account": key[0],
                     "call": key[1],

@@ -8,12 +8,11 @@ a ``problem``, so it is reported and never liquidated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from typing import Any
 
+from broker_guard.core.validate import real_number
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.symbols import base_asset, canonical_symbol
@@ -71,13 +70,8 @@ class Position:
 
 
 def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+    """A finite real number of any type a broker sends (``core.validate.real_number``)."""
+    return real_number(value)
 
 
 def _field(entry: Any, keys: Iterable[str]) -> Any:
@@ -96,7 +90,7 @@ def parse_positions(raw: Any, account: str, quote_assets: Iterable[str]) -> list
         if isinstance(raw, Mapping) and not _field(raw, SYMBOL_KEYS)
         else list(raw or [])
     )
-    if isinstance(raw, Mapping) and all(isinstance(v, (int, float, Decimal)) for v in raw.values()):
+    if isinstance(raw, Mapping) and all(real_number(v) is not None for v in raw.values()):
         entries = [{"currency": k, "quantity": v} for k, v in raw.items()]  # {"ETH": 0.1, ...}
     groups: dict[str, list[Position]] = {}
     order: list[str] = []

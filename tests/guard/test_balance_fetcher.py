@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,9 @@ def test_no_cached_balance_raises_balance_unavailable(make_guard: Any) -> None:
         make_guard(Flaky(*[ConnectionError("down")] * 3)).get_account_balance()
 
 
-@pytest.mark.parametrize("bad", [None, math.nan, -5.0, math.inf, "1000", True, [], {}])
+@pytest.mark.parametrize(
+    "bad", [None, math.nan, -5.0, math.inf, "n/a", "nan", Decimal("sNaN"), True, [], {}]
+)
 def test_invalid_responses_are_failures_and_never_remembered(make_guard: Any, bad: Any) -> None:
     broker = Flaky(bad, bad, bad)
     guard = make_guard(broker)

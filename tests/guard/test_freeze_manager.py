@@ -213,7 +213,7 @@ def test_frozen_price_returns_none_when_configured(make_guard: Any, paper: Any) 
     assert guard.get_current_price("AUT-USD") is None
 
 
-@pytest.mark.parametrize("bad", [None, 0, -1.0, float("nan"), "12.5", True])
+@pytest.mark.parametrize("bad", [None, 0, -1.0, float("nan"), "n/a", "inf", True])
 def test_invalid_prices_are_failures(make_guard: Any, bad: Any) -> None:
     class Bad:
         def get_current_price(self, symbol: str) -> Any:

@@ -33,7 +33,7 @@ def test_float_subclasses_take_the_same_rule_as_floats(value: float) -> None:
 
 
 def test_non_numbers_are_never_prices() -> None:
-    for value in (True, False, "50000", None, [1.0], {"last": 1.0}, b"1"):
+    for value in (True, False, "n/a", "nan", None, [1.0], {"last": 1.0}, b"1"):
         assert plain_price(value) is None
     assert plain_price(Decimal("0.15")) == 0.15
 
