@@ -29,10 +29,12 @@ from broker_guard.errors import (
     GuardRefusedError,
     InvalidResponseError,
     LiquidationError,
+    StateUnconfirmedError,
     StoreError,
     StoreLockTimeoutError,
     SymbolFrozenError,
     SymbolRestrictedError,
+    TradingHaltedError,
 )
 from broker_guard.events import GuardEvent
 from broker_guard.guard.profiles import MethodSpec, Profile
@@ -65,8 +67,10 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreLockTimeoutError",
+    "StateUnconfirmedError",
     "SymbolFrozenError",
     "SymbolRestrictedError",
+    "TradingHaltedError",
 ]
 
 # name -> module: resolved on first use (PEP 562), so importing the package stays light
@@ -76,6 +80,7 @@ _ON_FIRST_USE = {
     "DustPolicy": "broker_guard.config",
     "FreezePolicy": "broker_guard.config",
     "GuardSettings": "broker_guard.config",
+    "HaltPolicy": "broker_guard.config",
     "NormalizationPolicy": "broker_guard.config",
     "CCXT": "broker_guard.guard.profiles",
     "GENERIC": "broker_guard.guard.profiles",

@@ -1,6 +1,7 @@
 """The operator's command line: ``broker-guard COMMAND``.
 
-Commands: demo, status, health, freeze, unfreeze, restrict, unrestrict, dust, normalize.
+Commands: demo, status, health, halt, resume, freeze, unfreeze, restrict, unrestrict,
+acknowledge-damage, dust, normalize.
 
 Exit codes: 0 success; 1 an alert is raised (``health``), an action failed or
 the state store cannot be reached (nothing was changed);
@@ -17,11 +18,12 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from broker_guard.clock import FakeClock
+from broker_guard.clock import FakeClock, parse_aware_time, parse_duration, utc_iso
 from broker_guard.config import GuardConfig
 from broker_guard.errors import BrokerGuardError, ConfigError, StoreError
 from broker_guard.events import GuardEvent
@@ -167,17 +169,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     frozen = {s: info.as_dict() for s, info in manager.get_frozen_symbols().items()}
     balances = manager.store.read("balances")
     payload = {
+        "halted": stats["halted"],
         "frozen": frozen,
         "pending": stats["pending_symbols"],
         "restricted": stats["restricted_symbols"],
         "balances": balances.get("balances", {}),
         "persistence": manager.store.health().as_dict(),
     }
-    lines = [f"Frozen symbols: {len(frozen)}"]
+    halt = stats["halted"]
+    lines = [
+        f"Trading HALTED since {halt['at']} by {halt['by']}: {halt['reason']} (entries refused "
+        "everywhere, exits allowed; `broker-guard resume --reason ...`)"
+        if halt
+        else "Trading: not halted"
+    ]
+    lines.append(f"Frozen symbols: {len(frozen)}")
     lines += [
-        f"  {s}: {i['reason']} (since {i['frozen_at']}, {i['consecutive_failures']} "
-        f"failures{', REVIEW' if i['manual_review'] else ''})"
-        for s, i in frozen.items()
+        f"  {s}: frozen by {info.frozen_by} at {info.frozen_at_iso}: {info.reason} "
+        f"({info.consecutive_failures} failures{', REVIEW' if info.manual_review else ''}); "
+        + (
+            f"probed after {utc_iso(info.unfreeze_at)}"
+            if info.unfreeze_at is not None
+            else "never probed: stays frozen until unfrozen by hand"
+        )
+        for s, info in manager.get_frozen_symbols().items()
     ]
     lines.append(f"Pending failure counts: {stats['pending_symbols'] or 'none'}")
     lines.append(f"Restricted: {', '.join(stats['restricted_symbols']) or 'none'}")
@@ -197,7 +212,7 @@ def cmd_symbol(args: argparse.Namespace) -> int:
     symbol = _symbol(args.symbol)
     manager = _manager(args, must_exist=args.command in ("unfreeze", "unrestrict"))
     if args.command == "freeze":
-        manager.freeze(symbol, args.reason or "frozen by operator")
+        manager.freeze(symbol, args.reason or "frozen by operator", for_hours=_freeze_hours(args))
         changed = True
     elif args.command == "unfreeze":
         changed = manager.unfreeze_symbol(symbol, args.reason or "unfrozen by operator")
@@ -213,6 +228,40 @@ def cmd_symbol(args: argparse.Namespace) -> int:
         {"symbol": symbol, "action": args.command, "changed": changed},
         f"{args.command} {symbol}: {'done' if changed else 'was not frozen'}",
     )
+    return EXIT_OK
+
+
+def _freeze_hours(args: argparse.Namespace) -> float | None:
+    """``--for 2h`` or ``--until 2026-12-01T09:00Z`` as hours from now; None: never expires."""
+    try:
+        if args.for_:
+            return parse_duration(args.for_) / 3600
+        if args.until:
+            hours = (parse_aware_time(args.until) - time.time()) / 3600
+            if hours <= 0:
+                raise ValueError(f"--until {args.until} is in the past")
+            return hours
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return None
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    manager = _manager(args, must_exist=args.command == "resume")
+    if args.command == "halt":
+        was = manager.halted
+        halt = manager.halt(args.reason)
+        _check_saved(manager)
+        text = (
+            f"trading halted ({'reason replaced' if was else 'was running'}): entries refused on "
+            "every symbol by every guard on this state; exits allowed"
+        )
+        _emit(args, {"action": "halt", "changed": True, "halt": halt.as_dict()}, text)
+        return EXIT_OK
+    changed = manager.resume(args.reason)
+    _check_saved(manager)
+    text = "trading resumed" if changed else "no change: trading was not halted"
+    _emit(args, {"action": "resume", "changed": changed}, text)
     return EXIT_OK
 
 
@@ -422,10 +471,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="show every component on the paper broker")
     sub.add_parser("status", help="frozen symbols, pending failures, balances, persistence")
     sub.add_parser("health", help="exit 1 when an alert is raised")
+    for name in ("halt", "resume"):
+        p = sub.add_parser(
+            name,
+            help="refuse entries on every symbol, fleet-wide, until resumed (exits, prices and "
+            "balances still pass)"
+            if name == "halt"
+            else "lift the halt",
+        )
+        p.add_argument("--reason", required=True, help="why: recorded with who and when")
     for name in ("freeze", "unfreeze", "restrict", "unrestrict"):
-        p = sub.add_parser(name, help=f"{name} a symbol in the shared data dir")
+        about = {
+            "freeze": "freeze a symbol for every guard on this state: entries refused, exits "
+            "allowed. Never expires unless given --for or --until; then one price call probes it",
+        }
+        text = about.get(name, f"{name} a symbol in the shared state")
+        p = sub.add_parser(name, help=text, description=text)
         p.add_argument("symbol")
         p.add_argument("--reason", default="")
+        if name == "freeze":
+            expiry = p.add_mutually_exclusive_group()
+            expiry.add_argument(
+                "--for", dest="for_", metavar="DURATION", help="probe it after 90s, 30m, 2h, 1d"
+            )
+            expiry.add_argument(
+                "--until", metavar="TIME", help="probe it after an ISO time with offset"
+            )
     sub.add_parser(
         "acknowledge-damage",
         help="after reviewing damaged state changes that named no symbol (see health), let "
@@ -447,6 +518,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "status": cmd_status,
     "health": cmd_health,
+    "halt": cmd_halt,
+    "resume": cmd_halt,
     "freeze": cmd_symbol,
     "unfreeze": cmd_symbol,
     "restrict": cmd_symbol,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -29,6 +30,30 @@ def parse_utc_iso(text: str) -> float:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1.5d``; ``ValueError`` naming the form otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise ValueError(f"bad duration {text!r}: use a number and a unit, like 90s, 30m, 2h, 1d")
+    return seconds
+
+
+def parse_aware_time(text: str) -> float:
+    """Epoch seconds of an ISO-8601 time that names its offset (``2026-12-01T09:00+01:00``,
+    ``...Z``); a time without one is refused rather than guessed."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: use ISO 8601, like 2026-12-01T09:00+00:00") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {text!r} has no offset: add one, like {text}+00:00 for UTC")
     return parsed.timestamp()
 
 

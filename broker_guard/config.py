@@ -59,6 +59,17 @@ class FreezePolicy:
 
 
 @dataclass(frozen=True)
+class HaltPolicy:
+    """Automatic halts, off by default: a broker-wide problem halts every entry until an operator
+    resumes. ``after_balance_failures``: balance attempts failed in a row on one account;
+    ``after_freezes``: symbols the guard froze within ``freeze_window_minutes``."""
+
+    after_balance_failures: int | None = None
+    after_freezes: int | None = None
+    freeze_window_minutes: float = 60.0
+
+
+@dataclass(frozen=True)
 class NormalizationPolicy:
     minimum_position_usd: float = 7.50
     consolidation_threshold_usd: float = 10.00
@@ -101,6 +112,7 @@ SECTIONS: Mapping[str, tuple[str, type]] = {
     "balance_fetcher": ("balance", BalancePolicy),
     "symbol_freeze": ("freeze", FreezePolicy),
     "normalization": ("normalization", NormalizationPolicy),
+    "trading_halt": ("halt", HaltPolicy),
     "guard": ("guard", GuardSettings),
 }
 
@@ -114,6 +126,9 @@ ENV_VARS: Mapping[str, tuple[str, str]] = {
     "SYMBOL_FREEZE_COOLDOWN_HOURS": ("symbol_freeze", "cooldown_hours"),
     "MINIMUM_POSITION_USD": ("normalization", "minimum_position_usd"),
     "CONSOLIDATION_THRESHOLD_USD": ("normalization", "consolidation_threshold_usd"),
+    "TRADING_HALT_AFTER_BALANCE_FAILURES": ("trading_halt", "after_balance_failures"),
+    "TRADING_HALT_AFTER_FREEZES": ("trading_halt", "after_freezes"),
+    "TRADING_HALT_FREEZE_WINDOW_MINUTES": ("trading_halt", "freeze_window_minutes"),
     "BROKER_GUARD_DATA_DIR": ("guard", "data_dir"),
     "BROKER_GUARD_STORE_URL": ("guard", "store_url"),
     "BROKER_GUARD_STORE_PREFIX": ("guard", "store_prefix"),
@@ -127,6 +142,9 @@ _POSITIVE = {
     "max_total_seconds",
     "audit_max_records",
     "balance_ttl_hours",
+    "after_balance_failures",
+    "after_freezes",
+    "freeze_window_minutes",
 }
 STORE_URL_PATTERN = re.compile(r"^(redis|rediss|unix)://")
 STORE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -142,6 +160,7 @@ class GuardConfig:
     balance: BalancePolicy = field(default_factory=BalancePolicy)
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
     normalization: NormalizationPolicy = field(default_factory=NormalizationPolicy)
+    halt: HaltPolicy = field(default_factory=HaltPolicy)
     guard: GuardSettings = field(default_factory=GuardSettings)
 
     def __post_init__(self) -> None:

@@ -46,6 +46,11 @@ class SymbolRestrictedError(GuardRefusedError):
     """The symbol is on the restricted list and is never traded."""
 
 
+class TradingHaltedError(GuardRefusedError):
+    """An entry refused because trading is halted (by an operator, or automatically); exits stay
+    allowed. ``symbol`` is the order's symbol; the halt names no symbol."""
+
+
 class BalanceUnavailableError(BrokerGuardError):
     """Every attempt failed and no usable last-known balance exists."""
 

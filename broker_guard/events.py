@@ -3,6 +3,9 @@ refusal."""
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +18,7 @@ log = redact_logger("broker_guard.events")
 @dataclass(frozen=True)
 class GuardEvent:
     # retry | fallback | balance_unavailable | failure | freeze | unfreeze | probe | refused |
-    # liquidation
+    # halt | resume | liquidation
     kind: str
     at: float  # epoch seconds, UTC
     symbol: str | None = None
@@ -35,3 +38,12 @@ def emit(hook: EventHook | None, event: GuardEvent) -> None:
         log.exception(
             "on_event hook failed for a %s event; the guarded call is unaffected", event.kind
         )
+
+
+def actor() -> str:
+    """Who is acting, for the records an operator reads later: ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname() or 'localhost'}"

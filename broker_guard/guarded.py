@@ -2,8 +2,8 @@
 
 ``BrokerProxy`` (``broker_guard.guard.proxy``) makes the wrapped broker's own
 methods guarded; this class adds the guard's own API on top: ``health()``,
-``dust()``, ``normalize()``, ``find_dust()``, ``valued_positions()`` and the
-maintenance thread. It sits above the liquidation layer, which works on the
+``halt()``, ``resume()``, ``dust()``, ``normalize()``, ``find_dust()``,
+``valued_positions()`` and the maintenance thread. It sits above the liquidation layer, which works on the
 guard's context and never imports the proxy.
 """
 
@@ -20,6 +20,8 @@ from broker_guard.liquidation.valuation import read_positions, value_positions
 
 OWN_API = (
     "health",
+    "halt",
+    "resume",
     "dust",
     "find_dust",
     "normalize",
@@ -47,6 +49,16 @@ class GuardedBroker(BrokerProxy):
     def health(self) -> dict[str, Any]:
         """The seed's monitoring figures and alerts; ``ok`` is False when any alert is raised."""
         return guard_health(self.guard_context)
+
+    def halt(self, reason: str) -> dict[str, Any]:
+        """Halt trading for every guard sharing this state: entries refused on every symbol
+        (``TradingHaltedError``), exits, prices and balances still pass, until ``resume``.
+        Returns the halt record (reason, by, at)."""
+        return self.guard_context.freeze.halt(reason).as_dict()
+
+    def resume(self, reason: str) -> bool:
+        """Lift the halt; False when trading was not halted."""
+        return self.guard_context.freeze.resume(reason)
 
     def valued_positions(self) -> Any:
         """The broker's positions, normalised (lots summed) and valued through the guard."""

@@ -358,3 +358,145 @@ def kraken_server(holdings: dict[str, str]) -> ExchangeServer:
             ("POST", "/0/private/AddOrder"): kraken_add_order(holdings),
         }
     )
+
+
+# -- Binance USDⓈ-M futures (swaps: a sell can open a short) ------------------------------------
+
+
+def _usdm_market(base: str) -> dict[str, Any]:
+    return {
+        "symbol": f"{base}USDT",
+        "pair": f"{base}USDT",
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000,
+        "status": "TRADING",
+        "baseAsset": base,
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": 2,
+        "quantityPrecision": 3,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "settlePlan": 0,
+        "triggerProtect": "0.0500",
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.01",
+                "maxPrice": "4529764",
+                "tickSize": "0.01",
+            },
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": "0.001",
+                "maxQty": "120",
+                "stepSize": "0.001",
+            },
+            {"filterType": "MIN_NOTIONAL", "notional": "5"},
+        ],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+    }
+
+
+USDM_BASES = ("BTC", "ETH", "DOGE")
+USDM_INFO = {
+    "timezone": "UTC",
+    "serverTime": 1764000000000,
+    "rateLimits": [],
+    "exchangeFilters": [],
+    "assets": [],
+    "symbols": [_usdm_market(b) for b in USDM_BASES],
+}
+USDM_BRACKETS = [
+    {
+        "symbol": f"{b}USDT",
+        "brackets": [
+            {
+                "bracket": 1,
+                "initialLeverage": 125,
+                "notionalCap": 50000,
+                "notionalFloor": 0,
+                "maintMarginRatio": 0.004,
+                "cum": 0,
+            }
+        ],
+    }
+    for b in USDM_BASES
+]
+
+
+def binance_usdm_server(positions: dict[str, float]) -> ExchangeServer:
+    """Binance USDⓈ-M futures in one-way mode: ``positions`` maps a base to its signed amount
+    (a short below zero); a filled order moves it."""
+
+    def position_risk(request: Request) -> Answer:
+        return 200, [
+            {
+                "symbol": f"{base}USDT",
+                "positionSide": "BOTH",
+                "positionAmt": repr(amount),
+                "entryPrice": repr(PRICES[base]),
+                "breakEvenPrice": repr(PRICES[base]),
+                "markPrice": repr(PRICES[base]),
+                "unRealizedProfit": "0",
+                "liquidationPrice": "0",
+                "isolatedMargin": "0",
+                "notional": repr(amount * PRICES[base]),
+                "marginAsset": "USDT",
+                "isolatedWallet": "0",
+                "initialMargin": "1",
+                "maintMargin": "0.1",
+                "positionInitialMargin": "1",
+                "openOrderInitialMargin": "0",
+                "adl": 0,
+                "bidNotional": "0",
+                "askNotional": "0",
+                "updateTime": 1764000000000,
+            }
+            for base, amount in positions.items()
+            if amount
+        ]
+
+    def order(request: Request) -> Answer:
+        form = {**request.query, **request.form}
+        base = form["symbol"].removesuffix("USDT")
+        quantity = float(form["quantity"])
+        signed = quantity if form["side"] == "BUY" else -quantity
+        positions[base] = positions.get(base, 0.0) + signed
+        now = int(time.time() * 1000)
+        return 200, {
+            "orderId": next(_ids),
+            "symbol": form["symbol"],
+            "status": "FILLED",
+            "clientOrderId": form.get("newClientOrderId", "x-test"),
+            "price": "0",
+            "avgPrice": repr(PRICES[base]),
+            "origQty": repr(quantity),
+            "executedQty": repr(quantity),
+            "cumQuote": repr(quantity * PRICES[base]),
+            "timeInForce": "GTC",
+            "type": form.get("type", "MARKET"),
+            "reduceOnly": form.get("reduceOnly") == "true",
+            "closePosition": False,
+            "side": form["side"],
+            "positionSide": "BOTH",
+            "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "origType": form.get("type", "MARKET"),
+            "updateTime": now,
+        }
+
+    return ExchangeServer(
+        {
+            ("GET", "/fapi/v1/exchangeInfo"): (200, USDM_INFO),
+            ("GET", "/fapi/v1/leverageBracket"): (200, USDM_BRACKETS),
+            ("GET", "/fapi/v3/positionRisk"): position_risk,
+            ("GET", "/fapi/v2/positionRisk"): position_risk,
+            ("POST", "/fapi/v1/order"): order,
+        }
+    )

@@ -255,3 +255,45 @@ def test_a_root_run_cli_change_reaches_a_bot_run_as_another_user() -> None:
         assert _run_as(bot_uid, bot_trades) == 0
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_freeze_for_and_until_and_status_say_who_why_and_when_probed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(tmp_path)
+    assert run(capsys, "--data-dir", d, "freeze", "SOL-USD", "--reason", "legal hold")[0] == 0
+    assert run(capsys, "--data-dir", d, "freeze", "ETH-USD", "--for", "2h")[0] == 0
+    code = main(["--data-dir", d, "status"])
+    text = capsys.readouterr().out
+    assert code == 0 and "Trading: not halted" in text
+    sol = next(line for line in text.splitlines() if "SOL-USD" in line)
+    assert "frozen by " in sol and "@" in sol and "legal hold" in sol and "never probed" in sol
+    eth = next(line for line in text.splitlines() if "ETH-USD" in line)
+    assert "probed after 20" in eth
+    status = run(capsys, "--data-dir", d, "status")[1]
+    assert status["frozen"]["ETH-USD"]["cooldown_hours"] == 2.0  # type: ignore[index]
+    assert status["frozen"]["SOL-USD"]["auto_unfreeze"] is False  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--for", "soon"], "bad duration"),
+        (["--for", "0h"], "bad duration"),
+        (["--until", "2020-01-01T00:00+00:00"], "in the past"),
+        (["--until", "2099-01-01T00:00"], "no offset"),
+    ],
+)
+def test_bad_freeze_durations_are_usage_errors_and_change_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    code = main(["--data-dir", str(tmp_path), "freeze", "SOL-USD", *option])
+    assert code == 2 and message in capsys.readouterr().err
+    assert run(capsys, "--data-dir", str(tmp_path), "status")[1]["frozen"] == {}  # type: ignore[index]
+
+
+def test_freeze_help_says_when_a_freeze_expires(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["freeze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Never expires unless given --for or --until" in text

@@ -32,6 +32,7 @@ class Verdict(enum.Enum):
     PROBE = "probe"  # the one call after the cooldown: its outcome unfreezes or refreezes
     FROZEN = "frozen"
     RESTRICTED = "restricted"
+    HALTED = "halted"  # orders only: every entry refused, fleet-wide
 
 
 class Transition(enum.Enum):
@@ -52,6 +53,11 @@ class FrozenSymbol:
     manual_review: bool
     auto_unfreeze: bool
     cooldown_hours: float
+    frozen_by: str = "guard"  # the guard itself, or who froze it by hand (``user@host``)
+
+    @property
+    def by_guard(self) -> bool:
+        return self.frozen_by == "guard"
 
     @property
     def frozen_at_iso(self) -> str:
@@ -75,16 +81,77 @@ class FrozenSymbol:
         cooldown = _typed(raw, "cooldown_hours", (int, float), 24.0)
         if not math.isfinite(cooldown) or cooldown < 0:
             raise ValueError(f"cooldown_hours must be a finite number >= 0, not {cooldown!r}")
+        reason = _typed(raw, "reason", str, "")
+        by = _typed(raw, "frozen_by", str, "") or _made_by(reason)
+        auto = _typed(raw, "auto_unfreeze", bool, False)
         return cls(
             symbol=_typed(raw, "symbol", str),
-            reason=_typed(raw, "reason", str, ""),
+            reason=reason,
             last_error=_typed(raw, "last_error", str, ""),
             frozen_at=parse_utc_iso(_typed(raw, "frozen_at", str)),
             consecutive_failures=_typed(raw, "consecutive_failures", int, 0),
             manual_review=_typed(raw, "manual_review", bool, True),
-            auto_unfreeze=_typed(raw, "auto_unfreeze", bool, False),
+            # a record from before 0.2 names no author: a freeze by hand never expires
+            auto_unfreeze=auto and ("frozen_by" in raw or by == "guard"),
             cooldown_hours=float(cooldown),
+            frozen_by=by,
         )
+
+
+# the reasons the guard gives its own freezes; a record from before 0.2 with any other reason was
+# frozen by hand
+GUARD_REASONS = (
+    "consecutive price fetch failures",
+    "probe call failed after the cooldown",
+    "failure record was malformed",
+    "damaged state record",
+)
+
+
+def _made_by(reason: str) -> str:
+    return "guard" if any(r in reason for r in GUARD_REASONS) else "operator"
+
+
+@dataclass(frozen=True)
+class Halt:
+    """Trading halted: every entry refused on every symbol, exits allowed, until resumed."""
+
+    reason: str
+    by: str  # who: ``user@host`` for an operator, the guard's account for an automatic halt
+    at: float  # epoch seconds, UTC
+    auto: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = utc_iso(self.at)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Halt:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"a halt record must be an object, not {type(raw).__name__}")
+        return cls(
+            reason=_typed(raw, "reason", str),
+            by=_typed(raw, "by", str, "unknown"),
+            at=parse_utc_iso(_typed(raw, "at", str)),
+            auto=_typed(raw, "auto", bool, False),
+        )
+
+
+HALT_KEY = ("halt", "trading")  # the one halt record, in the freeze state
+RESUMED_KEY = ("halt", "last_resume")  # who resumed last, when and why
+REFROZEN_REASON = "probe call failed after the cooldown"
+
+
+def read_halt(raw: Any, now: float) -> tuple[Halt | None, str | None]:
+    """A stored halt record; a damaged one still halts (fail closed), with its problem."""
+    if raw is None:
+        return None, None
+    try:
+        return Halt.from_dict(raw), None
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = f"malformed halt record: {exc}"
+        return Halt(f"damaged halt record ({exc}): review it, then resume", "unknown", now), problem
 
 
 _MISSING: Any = object()
@@ -129,6 +196,7 @@ class Book:
     frozen: Mapping[str, FrozenSymbol]
     counts: Mapping[str, int]  # only symbols with a non-zero count
     restricted: frozenset[str]
+    halt: Halt | None = None
 
 
 # -- verdicts ---------------------------------------------------------------------------------
@@ -152,6 +220,15 @@ def admit(
     if probe_free and due is not None and now >= due:
         return Verdict.PROBE
     return Verdict.FROZEN
+
+
+def order_verdict(book: Book, canon: str, now: float) -> Verdict:
+    """An order that opens or adds exposure: refused while trading is halted, on a restricted or
+    a frozen symbol. An order is never the probe: after a cooldown a price call must succeed
+    first."""
+    if book.halt is not None:
+        return Verdict.HALTED
+    return admit(book, canon, now, probe_free=False)
 
 
 def is_frozen(book: Book, canon: str, now: float) -> bool:
@@ -196,6 +273,7 @@ def new_record(
     count: int,
     manual: bool,
 ) -> FrozenSymbol:
+    """A freeze the guard makes itself: probed after the cooldown when ``auto_unfreeze``."""
     return FrozenSymbol(
         symbol=symbol,
         reason=reason,
@@ -205,6 +283,26 @@ def new_record(
         manual_review=manual or policy.manual_review_required,
         auto_unfreeze=policy.auto_unfreeze,
         cooldown_hours=policy.cooldown_hours,
+    )
+
+
+def operator_record(
+    symbol: str, reason: str, now: float, count: int, by: str, hours: float | None
+) -> FrozenSymbol:
+    """A freeze by hand: it never expires unless given a duration (``--for`` / ``--until``),
+    after which one price call probes it like any other."""
+    if hours is not None and not (math.isfinite(hours) and hours > 0):
+        raise ValueError(f"a freeze's duration must be a finite number of hours > 0, not {hours}")
+    return FrozenSymbol(
+        symbol=symbol,
+        reason=reason,
+        last_error=reason,
+        frozen_at=now,
+        consecutive_failures=count,
+        manual_review=True,
+        auto_unfreeze=hours is not None,
+        cooldown_hours=hours or 0.0,
+        frozen_by=by,
     )
 
 
@@ -249,7 +347,7 @@ def record_failure(
         record = new_record(
             policy,
             symbol if isinstance(symbol, str) else failure.symbol,
-            "probe call failed after the cooldown",
+            REFROZEN_REASON,
             failure.message,
             failure.now,
             count,
@@ -282,6 +380,26 @@ def unfreeze(doc: dict[str, Any], canon: str) -> dict[str, Any] | None:
     _section(doc, "failures").pop(canon, None)
     removed = _section(doc, "frozen").pop(canon, None)
     return removed if isinstance(removed, dict) else ({} if removed is not None else None)
+
+
+def halt(doc: dict[str, Any], record: Halt, *, replace: bool = True) -> bool:
+    """Halt trading; True when it was not halted. ``replace=False`` (an automatic halt) leaves a
+    halt already in place as it is."""
+    section = _section(doc, HALT_KEY[0])
+    was = HALT_KEY[1] in section
+    if replace or not was:
+        section[HALT_KEY[1]] = record.as_dict()
+    return not was
+
+
+def resume(doc: dict[str, Any], record: Halt) -> Any:
+    """Lift the halt, keeping who resumed and why; the removed halt, or None (and no change)
+    when trading was not halted."""
+    section = _section(doc, HALT_KEY[0])
+    removed = section.pop(HALT_KEY[1], None)
+    if removed is not None:
+        section[RESUMED_KEY[1]] = record.as_dict()
+    return removed
 
 
 def reset_count(doc: dict[str, Any], canon: str) -> None:
@@ -335,7 +453,12 @@ def read_book(
         if held is not None and canon not in frozen:
             frozen[canon] = held
             malformed.append((canon, problem or ""))
-    return Book(frozen, counts, restricted), malformed
+    halts = doc.get(HALT_KEY[0])
+    raw = halts.get(HALT_KEY[1]) if isinstance(halts, Mapping) else halts
+    halted, problem = read_halt(raw, now)
+    if problem:
+        malformed.append(("halt", problem))
+    return Book(frozen, counts, restricted, halted), malformed
 
 
 def _items(doc: Mapping[str, Any], name: str) -> list[tuple[str, Any]]:
@@ -369,7 +492,10 @@ def held_for_review(canon: str, problem: str, now: float) -> FrozenSymbol:
 
 def memory_document(book: Book) -> dict[str, Any]:
     """The document a book was read from, for a change applied in memory when the store fails."""
-    return {
+    doc: dict[str, Any] = {
         "failures": {s: {"count": n} for s, n in book.counts.items()},
         "frozen": {s: info.as_dict() for s, info in book.frozen.items()},
     }
+    if book.halt is not None:
+        doc[HALT_KEY[0]] = {HALT_KEY[1]: book.halt.as_dict()}
+    return doc

@@ -172,6 +172,7 @@ class EnhancedBalanceFetcher:
         secrets: Iterable[str] = (),
         transient_exceptions: tuple[type[BaseException], ...] = (),
         account: str | None = None,
+        on_error_streak: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.policy = policy or BalancePolicy()
         self.store: Store = store if store is not None else MemoryStore()
@@ -183,6 +184,7 @@ class EnhancedBalanceFetcher:
         register_secrets(self._secrets)  # masked in every log line, by the package's log filter
         self.transient_exceptions = transient_exceptions
         self.account = account
+        self.on_error_streak = on_error_streak  # (account, failures in a row, last error)
         self._lock = threading.Lock()
         self._last: cachetools.LRUCache[tuple[str, str], tuple[Any, float]] = cachetools.LRUCache(
             maxsize=1024
@@ -330,6 +332,9 @@ class EnhancedBalanceFetcher:
             health.consecutive_errors += 1
             health.last_error = message
             health.last_error_at = now
+            streak = health.consecutive_errors
+        if self.on_error_streak is not None:
+            self.on_error_streak(account, streak, message)
 
     def fallback(self, key: tuple[str, str], error: BaseException | None) -> Any:
         """The last known balance of ``key`` with a loud warning, or ``BalanceUnavailableError``

@@ -20,15 +20,18 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker_guard.classify import FailureKind, classify
 from broker_guard.core import freeze as rules
+from broker_guard.core import gate
 from broker_guard.core.freeze import ALLOW, PROBE
-from broker_guard.core.validate import plain_price
+from broker_guard.core.validate import plain_price, real_number
 from broker_guard.errors import GuardRefusedError, InvalidResponseError
 from broker_guard.guard.context import GuardContext
-from broker_guard.guard.profiles import EXIT_SIDES, MethodSpec
+from broker_guard.guard.exposure import HoldingRead
+from broker_guard.guard.profiles import MethodSpec
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.symbols import canonical_symbol, known_symbols
@@ -239,49 +242,123 @@ class TickersBody:
 
 
 class OrderBody:
-    """Entries on frozen or restricted symbols are refused before the broker sees them; exits
-    pass. An order is an exit when its method only reduces (a sell helper, a reduce-only
-    helper), when ``reduceOnly``/``reduce_only`` is set in its keywords or its ccxt ``params``,
-    or when its side is an exit side. A batch (ccxt ``create_orders``) is refused whole when any
-    of its orders is a refused entry. Orders are never retried: a retry can fill twice."""
+    """Entries on a symbol the guard does not trust, or while trading is halted, are refused
+    before the broker sees them; exits pass. What an order does is ``core.gate``'s rule: reduce-only
+    (keywords or ccxt ``params``) and close-only methods are exits; a sell, or on derivatives a
+    buy, is an exit only when it reduces what the broker reports held, which is read only when
+    the order would otherwise be refused. A batch (ccxt ``create_orders``) is refused whole when
+    any of its orders is a refused entry. Orders are never retried: a retry can fill twice."""
 
-    __slots__ = ("check_entry", "exit_only", "index", "names")
+    __slots__ = ("broker", "freeze", "implied_side", "index", "names", "only_reduces", "profile")
 
     def __init__(self, ctx: GuardContext, spec: MethodSpec, indexes: tuple[int, ...]) -> None:
-        self.check_entry = ctx.freeze.check_entry
-        self.exit_only = spec.exit
-        self.index = (*indexes, -1, -1, -1, -1)[:4]  # symbol, side, params, batch
-        self.names = (spec.symbol, spec.side, spec.params or "params", spec.batch)
+        self.broker = ctx.broker
+        self.freeze = ctx.freeze
+        self.profile = ctx.profile
+        self.only_reduces = spec.exit
+        self.implied_side = spec.implied_side
+        self.index = (*indexes, -1, -1, -1, -1, -1)[:5]  # symbol, side, params, batch, amount
+        self.names = (spec.symbol, spec.side, spec.params or "params", spec.batch, spec.amount)
 
-    def enter(self, args: Args, kwargs: Kwargs) -> Ticket:
-        if self.exit_only:
+    def enter(self, args: Args, kwargs: Kwargs) -> tuple[Pending, ...] | None:
+        """None: the order may go; else the exits still to confirm against the holding. Raises the
+        refusal of an entry."""
+        if self.only_reduces:
             return None
-        symbol_at, side_at, params_at, batch_at = self.index
-        symbol_name, side_name, params_name, batch_name = self.names
+        symbol_at, side_at, params_at, batch_at, amount_at = self.index
+        symbol_name, side_name, params_name, batch_name, amount_name = self.names
         params = arg(args, kwargs, params_at, params_name)
-        if batch_name is not None:
-            for order in arg(args, kwargs, batch_at, batch_name) or ():
-                if isinstance(order, Mapping):
-                    inner = order.get("params")
-                    self.judge(order.get("symbol"), order.get("side"), inner, params, kwargs)
+        if batch_name is None:
+            symbol = arg(args, kwargs, symbol_at, symbol_name)
+            side = arg(args, kwargs, side_at, side_name) if side_name else self.implied_side
+            amount = arg(args, kwargs, amount_at, amount_name) if amount_name else None
+            pending = self.judge(symbol, side, amount, params, kwargs)
+            return None if pending is None else (pending,)
+        pendings = []
+        for order in arg(args, kwargs, batch_at, batch_name) or ():
+            if isinstance(order, Mapping):
+                inner = order.get("params")
+                got = self.judge(
+                    order.get("symbol"), order.get("side"), order.get("amount"), inner, params
+                )
+                if got is not None:
+                    pendings.append(got)
+        return tuple(pendings) or None
+
+    def judge(self, symbol: Any, side: Any, amount: Any, params: Any, more: Any) -> Pending | None:
+        """Refuse an entry on a symbol the guard does not trust; an exit, an unnamed symbol or a
+        trusted one passes. A possible exit comes back pending its holding."""
+        if not isinstance(symbol, str):
             return None
-        symbol = arg(args, kwargs, symbol_at, symbol_name)
-        self.judge(symbol, arg(args, kwargs, side_at, side_name), params, None, kwargs)
-        return None
+        canon = canonical_symbol(symbol)
+        refusal = self.freeze.refusal(canon)
+        if refusal is None:
+            return None
+        order = gate.Order(
+            symbol,
+            side_name(side),
+            real_number(amount),
+            reduce_only(params) or reduce_only(more),
+            derivative=self.profile.is_derivative(
+                self.broker, symbol, params if isinstance(params, Mapping) else None
+            ),
+        )
+        intent = gate.intent(order)
+        if intent is gate.Intent.EXIT:
+            return None
+        if intent is gate.Intent.ENTRY:
+            raise self.freeze.refused(canon, refusal)
+        params = params if isinstance(params, Mapping) else None
+        read = self.profile.holding_read(self.broker, symbol, order.derivative, params)
+        return Pending(order, canon, refusal, read)
 
-    def judge(self, symbol: Any, side: Any, *flags: Any) -> None:
-        """Refuse an entry on a symbol the guard does not trust; exits and unnamed symbols pass."""
-        if not isinstance(symbol, str) or any(reduce_only(f) for f in flags):
+    def confirm(self, pending: Pending, answer: Any, error: BaseException | None) -> None:
+        """Let a pending exit go when the holding shows it reduces; else refuse it as an entry."""
+        order, read = pending.order, pending.read
+        held = None if error is not None or read is None else read.parse(answer)
+        if gate.reduces(order, held):
+            log.info(
+                "%s %s on %s passes as an exit: it reduces %s",
+                order.side,
+                order.amount,
+                order.symbol,
+                held,
+            )
             return
-        if isinstance(side, str) and side.lower() in EXIT_SIDES:
-            return
-        self.check_entry(canonical_symbol(symbol))
+        refusal = pending.refusal
+        if error is not None:
+            seen = f"the holding could not be read ({read.what if read else ''}: {error})"
+        elif read is None:
+            seen = "the broker has no way to report the holding"
+        else:
+            seen = f"{read.what} reports {held}"
+        market = "a derivatives or margin market" if order.derivative else "spot"
+        note = (
+            f" A {order.side} of {order.amount} on {market} is an exit only when it reduces the "
+            f"position ({seen}); send it reduce-only (params={{'reduceOnly': True}}) to close."
+        )
+        error_type = type(refusal)
+        raise self.freeze.refused(
+            pending.canon, error_type(f"{refusal}{note}", symbol=refusal.symbol)
+        )
 
-    def failed(self, ticket: Ticket, exc: BaseException) -> None:
+
+@dataclass(frozen=True)
+class Pending:
+    """An order that is an exit only if the holding shows it reduces: what the driver must read."""
+
+    order: gate.Order
+    canon: str
+    refusal: GuardRefusedError
+    read: HoldingRead | None
+
+
+def side_name(side: Any) -> str | None:
+    """An order's side as lower-case text; an enum (``OrderSide.SELL``) by its value."""
+    if side is None:
         return None
-
-    def returned(self, ticket: Ticket, value: Any) -> Any:
-        return value
+    value = getattr(side, "value", side)
+    return value.strip().lower() if isinstance(value, str) else None
 
 
 def reduce_only(flags: Any) -> bool:
@@ -389,6 +466,45 @@ def async_batch_driver(broker: Any, name: str, body: TickersBody) -> Callable[..
     return guarded
 
 
+def sync_order_driver(broker: Any, name: str, body: OrderBody) -> Callable[..., Any]:
+    """An order: judged, its pending exits confirmed against the holding, then sent once."""
+    enter, confirm = body.enter, body.confirm
+
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pending = enter(args, kwargs)
+        for item in pending or ():
+            answer, error = None, None
+            if item.read is not None:
+                try:
+                    answer = item.read.call()
+                except Exception as exc:
+                    error = exc
+            confirm(item, answer, error)
+        return getattr(broker, name)(*args, **kwargs)
+
+    return guarded
+
+
+def async_order_driver(broker: Any, name: str, body: OrderBody) -> Callable[..., Any]:
+    enter, confirm = body.enter, body.confirm
+
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pending = enter(args, kwargs)
+        for item in pending or ():
+            answer, error = None, None
+            if item.read is not None:
+                try:
+                    answer = item.read.call()
+                    if inspect.isawaitable(answer):
+                        answer = await answer
+                except Exception as exc:
+                    error = exc
+            confirm(item, answer, error)
+        return await getattr(broker, name)(*args, **kwargs)
+
+    return guarded
+
+
 def balance_method(ctx: GuardContext, name: str, is_async: bool) -> Callable[..., Any]:
     """Balance calls: the fetcher's retry drivers, keyed by account and call signature."""
     broker, fetcher, account = ctx.broker, ctx.balance, ctx.account
@@ -430,12 +546,11 @@ def make_method(
     elif spec.role == "price" and spec.many:
         batch = TickersBody(ctx, spec, indexes[0], name)
         method = (async_batch_driver if is_async else sync_batch_driver)(broker, name, batch)
+    elif spec.role == "order":
+        order = OrderBody(ctx, spec, indexes)
+        method = (async_order_driver if is_async else sync_order_driver)(broker, name, order)
     else:
-        body: Body = PASS
-        if spec.role == "price":
-            body = PriceBody(ctx, spec, indexes[0])
-        elif spec.role == "order":
-            body = OrderBody(ctx, spec, indexes)
+        body: Body = PriceBody(ctx, spec, indexes[0]) if spec.role == "price" else PASS
         method = (async_driver if is_async else sync_driver)(broker, name, body)
     return named_like(method, broker, name)
 

@@ -19,17 +19,28 @@ from importlib import resources
 from typing import Any
 
 from broker_guard.classify import FailureKind, classify
-from broker_guard.clock import Clock, system_clock
-from broker_guard.config import FreezePolicy
+from broker_guard.clock import Clock, system_clock, utc_iso
+from broker_guard.config import FreezePolicy, HaltPolicy
 from broker_guard.core import freeze as rules
-from broker_guard.core.freeze import ALLOW, PROBE, Book, FrozenSymbol, Transition, Verdict
+from broker_guard.core.freeze import (
+    ALLOW,
+    HALT_KEY,
+    PROBE,
+    Book,
+    FrozenSymbol,
+    Halt,
+    Transition,
+    Verdict,
+)
 from broker_guard.errors import (
+    GuardRefusedError,
     StateUnconfirmedError,
     StoreError,
     SymbolFrozenError,
     SymbolRestrictedError,
+    TradingHaltedError,
 )
-from broker_guard.events import EventHook, GuardEvent, emit
+from broker_guard.events import EventHook, GuardEvent, actor, emit
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, register_secrets
 from broker_guard.state.base import Cursor, Store
@@ -74,8 +85,10 @@ class SymbolFreezeManager:
         refresh_interval: float = 1.0,
         on_event: EventHook | None = None,
         secrets: Iterable[str] = (),
+        halt_policy: HaltPolicy | None = None,
     ) -> None:
         self.policy = policy or FreezePolicy()
+        self.halt_policy = halt_policy or HaltPolicy()
         self.store: Store = store if store is not None else MemoryStore()
         self.clock = clock
         # intervals: a clock that brings its own monotonic reading (FakeClock) is used whole
@@ -91,6 +104,7 @@ class SymbolFreezeManager:
         self.blocked: set[str] = set()  # frozen or restricted
         self.failing: Mapping[str, int] = self._counts  # symbols with a non-zero failure count
         self.watched: set[str] = set()  # blocked or failing: not for the fast path
+        self.halted: Halt | None = None  # trading halted: every entry refused, fleet-wide
         self.next_refresh = -math.inf
         self._probing: set[str] = set()
         self._cursors: dict[str, Cursor] = {}
@@ -117,24 +131,32 @@ class SymbolFreezeManager:
             return PROBE
         raise _refusal(book, canon, verdict, order=False)
 
-    def check_entry(self, canon: str) -> None:
-        """Refuse an order that opens or adds to a position on a frozen or restricted symbol.
-
-        An order is never the probe: after a cooldown a price call must succeed first.
-        """
+    def refusal(self, canon: str) -> GuardRefusedError | None:
+        """The error an order opening or adding exposure on ``canon`` would be refused with (trading
+        halted, a frozen or restricted symbol, state that cannot be read), or None. Says nothing
+        and emits nothing: the caller may still find the order is an exit."""
         now = self._refreshed()
         if self.unreadable is not None or self.unattributed:
-            raise self._unconfirmed(canon)
-        if canon not in self.blocked:  # neither frozen nor restricted: nothing to decide
-            return
+            return self._unconfirmed(canon)
+        if self.halted is None and canon not in self.blocked:  # the common case: nothing to decide
+            return None
         book = self._book
-        verdict = rules.admit(book, canon, now, probe_free=False)
-        if verdict is Verdict.ALLOW:
-            return
-        if verdict is Verdict.FROZEN:
-            why = {"why": "entry order on a frozen symbol"}
-            emit(self._on_event, GuardEvent("refused", now, canon, why))
-        raise _refusal(book, canon, verdict, order=True)
+        verdict = rules.order_verdict(book, canon, now)
+        return None if verdict is Verdict.ALLOW else _refusal(book, canon, verdict, order=True)
+
+    def check_entry(self, canon: str) -> None:
+        """Refuse an order that opens or adds to a position on a frozen or restricted symbol, or
+        while trading is halted. An order is never the probe: after a cooldown a price call must
+        succeed first."""
+        error = self.refusal(canon)
+        if error is not None:
+            raise self.refused(canon, error)
+
+    def refused(self, canon: str, error: GuardRefusedError) -> GuardRefusedError:
+        """Report a refused entry (an event) and hand back the error to raise."""
+        why = {"why": f"entry order refused: {type(error).__name__}"}
+        emit(self._on_event, GuardEvent("refused", self.clock(), canon, why))
+        return error
 
     def record_success(self, canon: str, *, probe: bool = False) -> None:
         """Reset the failure count; a successful probe unfreezes. Cheap when there is nothing to
@@ -143,7 +165,10 @@ class SymbolFreezeManager:
             self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
         elif canon in self.failing:
             self._persist(
-                canon, lambda doc: rules.reset_count(doc, canon), replay=False, urgent=True
+                rules.symbol_keys(canon),
+                lambda doc: rules.reset_count(doc, canon),
+                replay=False,
+                urgent=True,
             )
 
     def end_probe(self, canon: str) -> None:
@@ -169,7 +194,9 @@ class SymbolFreezeManager:
             self._probing.discard(canon)
         failure = rules.Failure(canon, symbol, message, now, probing)
         result = self._persist(
-            canon, lambda doc: rules.record_failure(doc, failure, self.policy), urgent=True
+            rules.symbol_keys(canon),
+            lambda doc: rules.record_failure(doc, failure, self.policy),
+            urgent=True,
         )
         count, transition = result if result is not None else (self.failing.get(canon, 0) + 1, None)
         threshold = self.policy.failure_threshold
@@ -184,6 +211,7 @@ class SymbolFreezeManager:
         emit(self._on_event, GuardEvent("failure", now, symbol, detail))
         if transition in (Transition.FROZEN, Transition.REFROZEN):
             self._announce_freeze(canon, now, refrozen=transition is Transition.REFROZEN)
+            self._freeze_burst(now)
         return canon in self._book.frozen
 
     # -- seed API ----------------------------------------------------------------------------
@@ -214,17 +242,28 @@ class SymbolFreezeManager:
         return canonical_symbol(symbol) in self._book.restricted
 
     def freeze(
-        self, symbol: str, reason: str = "frozen by operator", *, manual_review: bool = True
+        self,
+        symbol: str,
+        reason: str = "frozen by operator",
+        *,
+        for_hours: float | None = None,
+        by: str | None = None,
     ) -> FrozenSymbol:
-        """Freeze ``symbol`` now, whatever its failure count."""
+        """Freeze ``symbol`` by hand, whatever its failure count. It never expires unless given
+        ``for_hours``: then, once they have passed, one price call probes it (success
+        unfreezes)."""
         canon = canonical_symbol(symbol)
         now = self.clock()
         reason = redact(reason, self._secrets)
+        who = redact(by or actor(), self._secrets)
+        rules.operator_record(symbol, reason, now, 0, who, for_hours)  # a bad duration: before
 
         def record_of(count: int) -> FrozenSymbol:
-            return rules.new_record(self.policy, symbol, reason, reason, now, count, manual_review)
+            return rules.operator_record(symbol, reason, now, count, who, for_hours)
 
-        newly = self._persist(canon, lambda doc: rules.freeze(doc, canon, record_of))
+        newly = self._persist(
+            rules.symbol_keys(canon), lambda doc: rules.freeze(doc, canon, record_of)
+        )
         if newly is not False:
             self._announce_freeze(canon, now, refrozen=False)
         return self._book.frozen[canon]
@@ -234,15 +273,29 @@ class SymbolFreezeManager:
         canon = canonical_symbol(symbol)
         reason = redact(reason or "manual unfreeze", self._secrets)
         was = self._book.frozen.get(canon)
-        removed = self._persist(canon, lambda doc: rules.unfreeze(doc, canon), replay=False)
+        removed = self._persist(
+            rules.symbol_keys(canon), lambda doc: rules.unfreeze(doc, canon), replay=False
+        )
         self.end_probe(canon)
+        restricted = canon in self._book.restricted
         if removed is None and was is None:
+            if restricted:
+                log.warning(
+                    "%s is not frozen but restricted: it stays untradable. Run `broker-guard "
+                    "unrestrict %s` if it should trade",
+                    symbol,
+                    canon,
+                )
             return False
         display = (was.symbol if was else None) or str((removed or {}).get("symbol", symbol))
+        after = (
+            f"but {canon} is restricted and stays untradable (`broker-guard unrestrict {canon}` "
+            "to trade it)"
+            if restricted
+            else "trading resumes"
+        )
         log.warning(
-            "✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; trading resumes.",
-            display,
-            reason,
+            "✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; %s.", display, reason, after
         )
         emit(self._on_event, GuardEvent("unfreeze", self.clock(), display, {"reason": reason}))
         return True
@@ -293,6 +346,7 @@ class SymbolFreezeManager:
             "cooldown_hours": self.policy.cooldown_hours,
             "store_problem": self.unreadable or self._store_problem,
             "damaged_records": dict(self.damaged),
+            "halted": self.halted.as_dict() if self.halted is not None else None,
             "unattributed_damage": dict(self.unattributed),
         }
 
@@ -351,22 +405,20 @@ class SymbolFreezeManager:
 
     def _persist(
         self,
-        canon: str,
+        keys: list[tuple[str, str]],
         mutate: Callable[[dict[str, Any]], Any],
         *,
         replay: bool = True,
         urgent: bool = False,
     ) -> Any:
-        """Apply ``mutate`` to ``canon``'s records in the shared state (one small write), then
+        """Apply ``mutate`` to the records ``keys`` in the shared state (one small write), then
         follow what changed.
 
-        ``replay=False``: a change that loosens the guard (a reset, an unfreeze), which a
-        shared store must not re-apply after an outage.
+        ``replay=False``: a change that loosens the guard (a reset, an unfreeze, a resume),
+        which a shared store must not re-apply after an outage.
         """
         try:
-            _doc, result = self.store.update(
-                STATE, mutate, keys=rules.symbol_keys(canon), replay=replay, urgent=urgent
-            )
+            _doc, result = self.store.update(STATE, mutate, keys=keys, replay=replay, urgent=urgent)
             self._store_problem = None
         except StoreError as exc:
             self._store_problem = str(exc)
@@ -374,7 +426,7 @@ class SymbolFreezeManager:
             doc = rules.memory_document(self._book)
             result = mutate(doc)
             with self._lock:
-                for section, key in rules.symbol_keys(canon):
+                for section, key in keys:
                     self._apply(section, key, doc.get(section, {}).get(key))
             return result
         self._follow_quietly(STATE)
@@ -452,6 +504,10 @@ class SymbolFreezeManager:
         now = self.clock()
         if section == UNATTRIBUTED:
             self._mark_unattributed(canon, value)
+            return
+        if section == HALT_KEY[0]:
+            if canon == HALT_KEY[1]:
+                self._set_halt(*rules.read_halt(value, now))
             return
         if section == "frozen":
             if value is None:
@@ -535,6 +591,75 @@ class SymbolFreezeManager:
             symbol=canon,
         )
 
+    # -- the halt ----------------------------------------------------------------------------
+
+    def halt(self, reason: str, *, by: str | None = None, auto: bool = False) -> Halt:
+        """Halt trading: every guard sharing this state refuses entries on every symbol
+        (``TradingHaltedError``); exits, prices and balances still pass. Lasts until ``resume``.
+        An automatic halt never replaces one already in place."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("a halt needs a reason: say why, for whoever resumes trading")
+        now = self.clock()
+        record = Halt(
+            redact(reason.strip(), self._secrets), redact(by or actor(), self._secrets), now, auto
+        )
+        newly = self._persist([HALT_KEY], lambda doc: rules.halt(doc, record, replace=not auto))
+        if newly or not auto:
+            emit(self._on_event, GuardEvent("halt", now, None, record.as_dict()))
+        return self.halted or record
+
+    def resume(self, reason: str, *, by: str | None = None) -> bool:
+        """Lift the halt; False when trading was not halted."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("a resume needs a reason: say what was checked")
+        now = self.clock()
+        record = Halt(
+            redact(reason.strip(), self._secrets), redact(by or actor(), self._secrets), now
+        )
+        removed = self._persist(
+            [HALT_KEY, rules.RESUMED_KEY], lambda doc: rules.resume(doc, record), replay=False
+        )
+        if removed is None:
+            log.info("trading was not halted: nothing to resume")
+            return False
+        log.warning("▶️  TRADING RESUMED by %s: %s", record.by, record.reason)
+        emit(self._on_event, GuardEvent("resume", now, None, record.as_dict()))
+        return True
+
+    def balance_failed(self, account: str, count: int, error: str) -> None:
+        """The balance of ``account`` has failed ``count`` attempts in a row: halt when the halt
+        policy says so (``trading_halt.after_balance_failures``)."""
+        limit = self.halt_policy.after_balance_failures
+        if limit is None or count < limit or self.halted is not None:
+            return
+        reason = f"the balance of {account} failed {count} times in a row (last: {error})"
+        self.halt(reason, by=f"guard ({account})", auto=True)
+
+    def _freeze_burst(self, now: float) -> None:
+        """Many symbols frozen by the guard within a short window is a broker-wide problem, not
+        a symbol's: halt when the halt policy says so (``trading_halt.after_freezes``)."""
+        limit = self.halt_policy.after_freezes
+        if limit is None or self.halted is not None:
+            return
+        since = now - self.halt_policy.freeze_window_minutes * 60
+        with self._lock:
+            recent = sorted(
+                info.symbol
+                for canon, info in self._book.frozen.items()
+                if info.by_guard
+                and info.frozen_at >= since
+                and canon not in self.damaged
+                and info.reason != rules.REFROZEN_REASON
+            )
+        if len(recent) >= limit:
+            minutes = self.halt_policy.freeze_window_minutes
+            shown = ", ".join(recent[:5]) + (", ..." if len(recent) > 5 else "")
+            reason = (
+                f"{len(recent)} symbols frozen within {minutes:g} min ({shown}): a broker-wide "
+                "problem, not a symbol's"
+            )
+            self.halt(reason, by="guard", auto=True)
+
     def acknowledge_damage(self) -> list[str]:
         """An operator has reviewed the damaged changes that named no symbol (and re-applied any
         freeze they held): entries resume. Returns what was acknowledged."""
@@ -567,7 +692,7 @@ class SymbolFreezeManager:
             section = doc.get("frozen")
             stored: Mapping[str, Any] = section if isinstance(section, dict) else {}
             self._held_for_count = {c for c in self._frozen if c not in stored}
-            self._set_book(Book(self._frozen, self._counts, book.restricted))
+            self._set_book(Book(self._frozen, self._counts, book.restricted, book.halt))
             section = doc.get(UNATTRIBUTED)
             marks: Mapping[str, Any] = section if isinstance(section, dict) else {}
             for gone in set(self.unattributed) - set(marks):
@@ -584,7 +709,7 @@ class SymbolFreezeManager:
         else:
             self.damaged.pop("restricted_symbols", None)
         with self._lock:
-            self._set_book(Book(self._frozen, self._counts, frozenset(symbols)))
+            self._set_book(Book(self._frozen, self._counts, frozenset(symbols), self.halted))
 
     def _set_book(self, book: Book) -> None:
         with self._lock:
@@ -593,6 +718,31 @@ class SymbolFreezeManager:
             blocked = set(book.frozen) | book.restricted
             self.watched = blocked | set(book.counts)
             self.blocked = blocked
+            self._note_halt(book.halt)
+
+    def _set_halt(self, halted: Halt | None, problem: str | None) -> None:
+        with self._lock:
+            self._book = Book(self._frozen, self._counts, self._book.restricted, halted)
+            self._note_halt(halted)
+        if problem:
+            self._report_damage("halt", problem)
+        else:
+            self.damaged.pop("halt", None)
+
+    def _note_halt(self, halted: Halt | None) -> None:
+        """Set the fast path's ``halted`` and say so when it changes (another process's halt
+        too)."""
+        was, self.halted = self.halted, halted
+        if halted is not None and (was is None or was.at != halted.at):
+            log.critical(
+                "🛑 TRADING HALTED by %s at %s: %s. Entries refused on every symbol; exits "
+                "allowed. Resume with `broker-guard resume --reason ...`",
+                halted.by,
+                utc_iso(halted.at),
+                halted.reason,
+            )
+        elif halted is None and was is not None:
+            log.warning("▶️  Trading resumed: entries are decided by the freeze rules again")
 
 
 def restricted_list(doc: Mapping[str, Any], known: frozenset[str]) -> tuple[set[str], str | None]:
@@ -620,9 +770,17 @@ def _newer(cursor: Cursor, seen: Cursor | None, *, full: bool) -> bool:
     return cursor >= seen if full else cursor > seen
 
 
-def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> Exception:
+def _refusal(book: Book, canon: str, verdict: Verdict, *, order: bool) -> GuardRefusedError:
     """The error for a refused call, saying what to do."""
     prefix = "order refused: " if order else ""
+    if verdict is Verdict.HALTED and book.halt is not None:
+        halt = book.halt
+        return TradingHaltedError(
+            f"order refused: trading is halted since {utc_iso(halt.at)} by {halt.by} "
+            f"({halt.reason}); exits stay allowed. Resume with `broker-guard resume --reason ...` "
+            "once it is safe",
+            symbol=canon,
+        )
     if verdict is Verdict.RESTRICTED:
         hint = (
             "" if order else f"; remove it with `broker-guard unrestrict {canon}` if that is wrong"

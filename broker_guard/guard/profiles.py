@@ -15,10 +15,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from broker_guard.core.validate import plain_price, ticker_price
+from broker_guard.guard.exposure import (
+    HoldingRead,
+    Params,
+    ccxt_derivative,
+    ccxt_holding,
+    positions_holding,
+)
 
 ROLES = ("balance", "price", "positions", "order")
-EXIT_SIDES = frozenset({"sell", "close", "exit", "reduce"})
-ENTRY_SIDES = frozenset({"buy", "long", "short", "open"})
+AMOUNT_NAMES = ("amount", "quantity", "qty", "size", "volume", "units")
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,12 @@ class MethodSpec:
 
     ``symbol``: the parameter naming the symbol (name; its position is read from
     the method's signature). ``side``: the parameter holding buy/sell for
-    orders. ``exit``: the method only ever reduces a position (close, sell).
-    ``price``: turns the method's return value into a price, None when invalid.
+    orders; ``implied_side``: the side a method without one stands for (``buy()``,
+    ``create_market_sell_order``). ``amount``: the order's quantity parameter (found
+    from the signature when not given). ``exit``: the method can only reduce a
+    position whatever the market (``close_position``, reduce-only helpers); a plain
+    sell is not that on margin or derivatives. ``price``: turns the method's return
+    value into a price, None when invalid.
     """
 
     role: str
@@ -39,6 +49,8 @@ class MethodSpec:
     many: bool = False  # price role over a list of symbols (ccxt fetch_tickers)
     params: str | None = None  # an order's extra-parameters dict (ccxt ``params``: reduceOnly)
     batch: str | None = None  # an order method taking a list of orders (ccxt ``create_orders``)
+    implied_side: str | None = None
+    amount: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -54,6 +66,26 @@ class Profile:
     # finds more role methods on the broker itself (ccxt: every unified order method and every
     # alias of a guarded method), so a method a later release adds is guarded too
     discover: Callable[[object], Mapping[str, MethodSpec]] | None = None
+    # every order is on margin or derivatives (a sell can open a short); ``market`` decides per
+    # order instead (ccxt: the market's type)
+    derivatives: bool = False
+    market: Callable[[object, str, Params], bool] | None = None
+    # how to read the holding an order would reduce; default: the profile's positions method
+    holding: Callable[[object, str, bool, Params], HoldingRead] | None = None
+
+    def is_derivative(self, broker: object, symbol: str, params: Params) -> bool:
+        if self.derivatives:
+            return True
+        return self.market(broker, symbol, params) if self.market is not None else False
+
+    def holding_read(
+        self, broker: object, symbol: str, derivative: bool, params: Params
+    ) -> HoldingRead | None:
+        """How to read what ``broker`` holds of ``symbol``; None when it has no way to say."""
+        if self.holding is not None:
+            return self.holding(broker, symbol, derivative, params)
+        name = self.first(broker, "positions")
+        return positions_holding(getattr(broker, name), symbol, name) if name else None
 
     def present(self, broker: object) -> dict[str, MethodSpec]:
         """The profile's methods that ``broker`` really has (callable attributes)."""
@@ -79,9 +111,11 @@ class Profile:
         *,
         base: Profile | None = None,
         name: str = "custom",
+        derivatives: bool = False,
     ) -> Profile:
         """Name your broker's methods: ``{"quote": MethodSpec("price", symbol="ticker"), "cash":
-        "balance"}``."""
+        "balance"}``. ``derivatives=True``: the broker trades margin or derivatives, where a
+        sell is an exit only when it reduces the reported position."""
         methods = dict(base.methods) if base is not None else {}
         for method, spec in mapping.items():
             if isinstance(spec, str):
@@ -91,11 +125,13 @@ class Profile:
                     f"profile entry {method!r} must be a role name or a MethodSpec, got {spec!r}"
                 )
             methods[method] = spec
-        return cls(name, methods)
+        if base is None:
+            return cls(name, methods, derivatives=derivatives)
+        return replace(base, name=name, methods=methods, derivatives=derivatives)
 
 
-def _order(symbol: str = "symbol", side: str | None = "side", exit: bool = False) -> MethodSpec:
-    return MethodSpec("order", symbol=symbol, side=side, exit=exit)
+def _order(side: str | None = "side", implied: str | None = None, exit: bool = False) -> MethodSpec:
+    return MethodSpec("order", symbol="symbol", side=side, implied_side=implied, exit=exit)
 
 
 GENERIC = Profile(
@@ -115,12 +151,13 @@ GENERIC = Profile(
         "place_order": _order(),
         "submit_order": _order(),
         "create_market_order": _order(),
-        "buy": _order(side=None),
-        "sell": _order(side=None, exit=True),
+        "buy": _order(side=None, implied="buy"),
+        "sell": _order(side=None, implied="sell"),
         "close_position": _order(side=None, exit=True),
     },
 )
 
+SIDES = ("buy", "sell")
 CCXT_ORDER_METHOD = re.compile(r"^(create|edit)_\w*order")  # ccxt's unified order methods
 
 
@@ -144,7 +181,7 @@ def ccxt_methods(broker: object) -> dict[str, MethodSpec]:
 
 
 def ccxt_order_spec(name: str, function: Callable[..., Any]) -> MethodSpec:
-    """How a ccxt order method names its symbol, side and params; a method without a side
+    """How a ccxt order method names its symbol, side, amount and params; a method without a side
     parameter takes it from its name (``create_limit_buy_order``)."""
     try:
         params = set(inspect.signature(function).parameters)
@@ -155,9 +192,13 @@ def ccxt_order_spec(name: str, function: Callable[..., Any]) -> MethodSpec:
         "order",
         symbol="symbol" if "symbol" in params or "orders" not in params else None,
         side="side" if "side" in params else None,
-        exit=("side" not in params and "sell" in words) or {"reduce", "only"} <= words,
+        implied_side=None
+        if "side" in params
+        else next((w for w in ("buy", "sell") if w in words), None),
+        exit={"reduce", "only"} <= words,
         params="params" if "params" in params else None,
         batch="orders" if "orders" in params else None,
+        amount="amount" if "amount" in params else None,
     )
 
 
@@ -173,6 +214,8 @@ CCXT = Profile(
         "fetch_positions": MethodSpec("positions"),
     },
     discover=ccxt_methods,
+    market=ccxt_derivative,
+    holding=ccxt_holding,
 )
 
 PROFILES = {"generic": GENERIC, "ccxt": CCXT}
@@ -188,8 +231,7 @@ def resolve_profile(
     if isinstance(profile, Profile):
         return profile
     if isinstance(profile, Mapping):
-        base = CCXT if is_ccxt(broker) else GENERIC
-        return replace(Profile.custom(profile, base=base), discover=base.discover)
+        return Profile.custom(profile, base=CCXT if is_ccxt(broker) else GENERIC)
     if profile == "auto":
         return CCXT if is_ccxt(broker) else GENERIC
     if profile in PROFILES:
@@ -215,6 +257,18 @@ def param_index(func: Callable[..., Any], name: str | None) -> int:
                 index if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else -1
             )
     return 0 if name == "symbol" and params and params[0].kind != param.VAR_KEYWORD else -1
+
+
+def with_amount(spec: MethodSpec, func: Callable[..., Any]) -> MethodSpec:
+    """An order spec with its amount parameter named, found from the method's signature."""
+    if spec.role != "order" or spec.amount is not None:
+        return spec
+    try:
+        names = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return spec
+    found = next((n for n in AMOUNT_NAMES if n in names), None)
+    return replace(spec, amount=found) if found else spec
 
 
 def positional_params(func: Callable[..., Any]) -> int:

@@ -32,6 +32,7 @@ from broker_guard.guard.profiles import (
     account_key,
     param_index,
     resolve_profile,
+    with_amount,
 )
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, secrets_of
@@ -86,6 +87,7 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             refresh_interval=config.guard.refresh_interval_seconds,
             on_event=on_event,
             secrets=secrets,
+            halt_policy=config.halt,
         )
         balance = EnhancedBalanceFetcher(
             config.balance,
@@ -97,6 +99,7 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             secrets=secrets,
             transient_exceptions=transient_exceptions,
             account=account,
+            on_error_streak=freeze.balance_failed,  # an automatic halt, when configured
         )
         layout: _Layout = self._guard_layout
         self._self_ctx = GuardContext(
@@ -188,9 +191,9 @@ def _layout(broker: object, profile: Profile) -> _Layout:
     return tuple(
         (
             name,
-            spec,
+            with_amount(spec, getattr(broker, name)),
             inspect.iscoroutinefunction(getattr(broker, name)),
-            _indexes(getattr(broker, name), spec),
+            _indexes(getattr(broker, name), with_amount(spec, getattr(broker, name))),
         )
         for name, spec in present.items()
     )
@@ -225,8 +228,9 @@ def _not_initialised(method: str, owner: str) -> Callable[..., Any]:
 
 
 def _indexes(method: Callable[..., Any], spec: MethodSpec) -> tuple[int, ...]:
-    """Where the symbol, side, params and batch arguments sit in a call (-1: keyword only)."""
-    names = (spec.symbol, spec.side, spec.params, spec.batch)
+    """Where the symbol, side, params, batch and amount arguments sit in a call (-1: keyword
+    only)."""
+    names = (spec.symbol, spec.side, spec.params, spec.batch, spec.amount)
     return tuple(param_index(method, name) if name else -1 for name in names)
 
 

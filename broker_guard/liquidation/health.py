@@ -16,6 +16,12 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
     errors = ctx.balance.account_health().get(ctx.account)
     persistence = ctx.store.health().as_dict()
     alerts: list[str] = []
+    halt = stats["halted"]
+    if halt:
+        alerts.append(
+            f"Trading halted since {halt['at']} by {halt['by']}: {halt['reason']} (entries "
+            "refused, exits allowed; `broker-guard resume --reason ...`)"
+        )
     if stats["frozen_count"] > config.freeze.alert_frozen_count:
         alerts.append(
             f"High number of frozen symbols: {stats['frozen_count']} (limit "
@@ -59,6 +65,7 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
         "ok": not alerts,
         "alerts": alerts,
         "account": ctx.account,
+        "halted": halt,
         "frozen_count": stats["frozen_count"],
         "frozen_symbols": stats["frozen_symbols"],
         "manual_review_required": stats["manual_review_required"],

@@ -6,17 +6,16 @@ trading loop it runs beside must not be stopped by housekeeping.
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any
 
+from broker_guard.clock import parse_duration
 from broker_guard.guard.context import GuardContext
 from broker_guard.liquidation.dust import dust_pass
 from broker_guard.liquidation.normalize import normalize_pass
 from broker_guard.redact import logger as redact_logger
 
 log = redact_logger("broker_guard.maintenance")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def schedule_seconds(schedule: str) -> float | None:
@@ -28,10 +27,15 @@ def schedule_seconds(schedule: str) -> float | None:
         return 86400.0
     if text == "hourly":
         return 3600.0
-    match = re.fullmatch(r"every\s+(\d+(?:\.\d+)?)\s*([smhd])", text)
-    if not match:
-        raise ValueError(f"unknown schedule {schedule!r}: use off, daily, hourly or 'every 30m'")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    every, _sep, interval = text.partition(" ")
+    try:
+        if every != "every":
+            raise ValueError(schedule)
+        return parse_duration(interval)
+    except ValueError:
+        raise ValueError(
+            f"unknown schedule {schedule!r}: use off, daily, hourly or 'every 30m'"
+        ) from None
 
 
 class Maintenance:

@@ -116,7 +116,7 @@ def cooled_down_guard(is_async: bool) -> tuple[Any, Exchange, FakeClock]:
     guard = GuardedBroker(
         exchange, config, store=MemoryStore(), profile="ccxt", clock=clock, sleep=clock.sleep
     )
-    guard.freeze_manager.freeze(SYMBOL, "test")
+    guard.freeze_manager.freeze(SYMBOL, "test", for_hours=COOLDOWN_S / 3600)
     clock.advance(COOLDOWN_S + 1)
     return guard, exchange, clock
 
@@ -351,7 +351,7 @@ def test_a_probe_whose_price_extractor_raises_frees_the_slot() -> None:
     guard = GuardedBroker(
         exchange, config, store=MemoryStore(), profile={"fetch_ticker": spec}, clock=clock
     )
-    guard.freeze_manager.freeze(SYMBOL, "test")
+    guard.freeze_manager.freeze(SYMBOL, "test", for_hours=1.0)
     clock.advance(COOLDOWN_S + 1)
     with pytest.raises(GuardInternalError):
         guard.fetch_ticker(SYMBOL)

@@ -145,7 +145,7 @@ def test_transient_failure_of_a_probe_gives_no_verdict(
     make_guard: Any, paper: Any, clock: FakeClock
 ) -> None:
     guard = make_guard(paper)
-    guard.freeze_manager.freeze("SOL-USD", "operator test")
+    guard.freeze_manager.freeze("SOL-USD", "operator test", for_hours=24)
     clock.advance(25 * 3600)
     paper.fail_next("get_current_price", 1, "network")
     with pytest.raises(ConnectionError):
@@ -394,3 +394,104 @@ def test_readers_iterating_the_book_never_crash_while_it_changes() -> None:
         stop.set()
         thread.join()
     assert errors == []
+
+
+# -- freezes mean what was said (issue 14, item 4) ----------------------------------------------
+
+
+def test_an_operator_freeze_is_still_frozen_after_25_hours(
+    make_guard: Any, paper: Any, clock: FakeClock
+) -> None:
+    """Before: the first good price after the 24 h cooldown lifted a "legal hold" and a buy
+    filled."""
+    guard = make_guard(paper, freeze={"auto_unfreeze": True, "cooldown_hours": 24.0})
+    info = guard.freeze_manager.freeze("SOL-USD", "legal hold", by="alice@desk")
+    assert info.frozen_by == "alice@desk" and info.unfreeze_at is None
+    clock.advance(25 * 3600)
+    with pytest.raises(SymbolFrozenError, match="legal hold"):
+        guard.get_current_price("SOL-USD")
+    with pytest.raises(SymbolFrozenError):
+        guard.place_market_order("SOL-USD", "buy", 0.1)
+    assert guard.freeze_manager.is_frozen("SOL-USD")
+    assert paper.orders == []
+
+
+def test_a_freeze_for_two_hours_is_probed_after_two_hours(
+    make_guard: Any, paper: Any, clock: FakeClock
+) -> None:
+    guard = make_guard(paper, freeze={"auto_unfreeze": False})  # the guard's own setting
+    guard.freeze_manager.freeze("SOL-USD", "maintenance", for_hours=2)
+    clock.advance(2 * 3600 - 1)
+    with pytest.raises(SymbolFrozenError):
+        guard.get_current_price("SOL-USD")
+    clock.advance(2)
+    assert guard.get_current_price("SOL-USD") == 100.0  # the probe: unfrozen
+    assert not guard.freeze_manager.is_frozen("SOL-USD")
+
+
+@pytest.mark.parametrize("hours", [0, -1, float("nan"), float("inf")])
+def test_a_freeze_duration_must_be_positive_and_finite(clock: FakeClock, hours: float) -> None:
+    m = manager(clock)
+    with pytest.raises(ValueError, match="duration"):
+        m.freeze("SOL-USD", "x", for_hours=hours)
+    assert m.get_frozen_symbols() == {}
+
+
+def test_auto_unfreeze_applies_only_to_the_guards_own_freezes_and_only_when_configured(
+    make_guard: Any, paper: Any, clock: FakeClock
+) -> None:
+    guard = make_guard(paper, freeze={"auto_unfreeze": False, "cooldown_hours": 1.0})
+    paper.delist("ETH-USD")
+    fail_price_calls(guard, "ETH-USD")
+    paper.relist("ETH-USD")
+    clock.advance(48 * 3600)
+    with pytest.raises(SymbolFrozenError):  # configured off: never probed
+        guard.get_current_price("ETH-USD")
+    assert guard.freeze_manager.get_frozen_symbols()["ETH-USD"].frozen_by == "guard"
+
+
+def test_a_record_from_before_authors_keeps_an_operator_freeze_frozen(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """0.1 records name no author: one with a reason the guard never gives was frozen by hand,
+    and never expires; the guard's own keep their cooldown."""
+    old = {"frozen_at": "2025-01-01T00:00:00+00:00", "auto_unfreeze": True, "cooldown_hours": 1.0}
+    store = JsonFileStore(tmp_path)
+    store.update(
+        "symbol_freeze",
+        lambda doc: doc.update(
+            frozen={
+                "SOL/USD": {**old, "symbol": "SOL-USD", "reason": "legal hold"},
+                "ETH/USD": {
+                    **old,
+                    "symbol": "ETH-USD",
+                    "reason": "3 consecutive price fetch failures",
+                },
+            }
+        ),
+    )
+    m = manager(clock, JsonFileStore(tmp_path))
+    frozen = m.get_frozen_symbols()
+    assert frozen["SOL-USD"].frozen_by == "operator" and frozen["SOL-USD"].unfreeze_at is None
+    assert frozen["ETH-USD"].frozen_by == "guard" and frozen["ETH-USD"].unfreeze_at is not None
+    assert m.admit("ETH/USD") == PROBE
+    with pytest.raises(SymbolFrozenError):
+        m.admit("SOL/USD")
+
+
+def test_unfreezing_a_restricted_symbol_says_it_stays_restricted(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = manager(clock)
+    with caplog.at_level(logging.WARNING, logger="broker_guard.freeze"):
+        assert m.unfreeze_symbol("AUT-USD", reason="Issue resolved") is False  # the seed's call
+    assert "restricted: it stays untradable" in caplog.text
+    assert "trading resumes" not in caplog.text
+    m.freeze("AUT-USD", "also frozen")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="broker_guard.freeze"):
+        assert m.unfreeze_symbol("AUT-USD", reason="Issue resolved") is True
+    assert "AUT/USD is restricted and stays untradable" in caplog.text
+    assert "trading resumes" not in caplog.text
+    with pytest.raises(SymbolRestrictedError):
+        m.check_entry("AUT/USD")
