@@ -3,8 +3,9 @@
 ``BrokerProxy`` (``broker_guard.guard.proxy``) makes the wrapped broker's own
 methods guarded; this class adds the guard's own API on top: ``health()``,
 ``halt()``, ``resume()``, ``dust()``, ``normalize()``, ``find_dust()``,
-``valued_positions()`` and the maintenance thread. It sits above the liquidation layer, which works on the
-guard's context and never imports the proxy.
+``valued_positions()`` and the maintenance thread. It sits above the
+liquidation layer, which works on the guard's context and never imports the
+proxy.
 """
 
 from __future__ import annotations
