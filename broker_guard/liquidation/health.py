@@ -15,25 +15,59 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
     balance = ctx.balance.get_last_known_balance(ctx.account)
     errors = ctx.balance.account_health().get(ctx.account)
     persistence = ctx.store.health().as_dict()
-    alerts: list[str] = []
+    consecutive = errors.consecutive_errors if errors else 0
+    alerts = [
+        *trading_alerts(stats, config.freeze.alert_frozen_count),
+        *balance_alerts(balance, consecutive, config.balance.cache_timeout_minutes),
+        *state_alerts(stats, persistence),
+    ]
+    return {
+        "ok": not alerts,
+        "alerts": alerts,
+        "account": ctx.account,
+        "halted": stats["halted"],
+        "frozen_count": stats["frozen_count"],
+        "frozen_symbols": stats["frozen_symbols"],
+        "manual_review_required": stats["manual_review_required"],
+        "pending_freezes": stats["pending_freezes"],
+        "restricted_symbols": stats["restricted_symbols"],
+        "balance_age_minutes": balance["age_minutes"] if balance else None,
+        "consecutive_balance_errors": consecutive,
+        "last_balance_error": errors.last_error if errors else None,
+        "persistence": persistence,
+    }
+
+
+def trading_alerts(stats: dict[str, Any], frozen_limit: int) -> list[str]:
+    alerts = []
     halt = stats["halted"]
     if halt:
         alerts.append(
             f"Trading halted since {halt['at']} by {halt['by']}: {halt['reason']} (entries "
             "refused, exits allowed; `broker-guard resume --reason ...`)"
         )
-    if stats["frozen_count"] > config.freeze.alert_frozen_count:
+    if stats["frozen_count"] > frozen_limit:
         alerts.append(
-            f"High number of frozen symbols: {stats['frozen_count']} (limit "
-            f"{config.freeze.alert_frozen_count})"
+            f"High number of frozen symbols: {stats['frozen_count']} (limit {frozen_limit})"
         )
+    return alerts
+
+
+def balance_alerts(
+    balance: dict[str, Any] | None, consecutive: int, cache_minutes: float
+) -> list[str]:
+    alerts = []
     if balance and balance["age_minutes"] is None:
         alerts.append("Balance data has an unknown age (saved under a clock ahead of this one)")
-    elif balance and balance["age_minutes"] > config.balance.cache_timeout_minutes:
+    elif balance and balance["age_minutes"] > cache_minutes:
         alerts.append(f"Balance data is old: {balance['age_minutes']:.1f} minutes")
-    consecutive = errors.consecutive_errors if errors else 0
     if consecutive >= CONSECUTIVE_ERRORS_ALERT:
         alerts.append(f"Consecutive balance fetch errors: {consecutive}")
+    return alerts
+
+
+def state_alerts(stats: dict[str, Any], persistence: dict[str, Any]) -> list[str]:
+    alerts = []
     if not persistence["ok"] or stats["store_problem"]:
         why = (
             "; ".join(f"{k}: {v}" for k, v in persistence["degraded"].items())
@@ -61,18 +95,4 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
             "them, then `broker-guard acknowledge-damage`): "
             + "; ".join(f"{k}: {v}" for k, v in sorted(stats["unattributed_damage"].items()))
         )
-    return {
-        "ok": not alerts,
-        "alerts": alerts,
-        "account": ctx.account,
-        "halted": halt,
-        "frozen_count": stats["frozen_count"],
-        "frozen_symbols": stats["frozen_symbols"],
-        "manual_review_required": stats["manual_review_required"],
-        "pending_freezes": stats["pending_freezes"],
-        "restricted_symbols": stats["restricted_symbols"],
-        "balance_age_minutes": balance["age_minutes"] if balance else None,
-        "consecutive_balance_errors": consecutive,
-        "last_balance_error": errors.last_error if errors else None,
-        "persistence": persistence,
-    }
+    return alerts
