@@ -65,19 +65,19 @@ class Venue:
         signed = quantity if side == "buy" else -quantity
         before = self.held[symbol]
         after = before + signed
-        if symbol in SPOT + (RESTRICTED,) and after < -1e-12:
+        if symbol in (*SPOT, RESTRICTED) and after < -1e-12:
             raise Rejected(f"cannot sell {quantity}: {before} held")
         reducing = abs(after) <= abs(before) and (after == 0 or (after > 0) == (before > 0))
-        if flag(reduce_only) or flag((params or {}).get("reduceOnly")):
-            if not reducing:
-                raise Rejected("reduce-only order would not reduce")
+        reduce = flag(reduce_only) or flag((params or {}).get("reduceOnly"))
+        if reduce and not reducing:
+            raise Rejected("reduce-only order would not reduce")
         self.held[symbol] = after
         self.orders.append((symbol, side, quantity))
         return {"status": "filled"}
 
 
 def flag(value: Any) -> bool:
-    return value is True or value == 1 and type(value) is int or str(value).lower() == "true"
+    return value is True or (value == 1 and type(value) is int) or str(value).lower() == "true"
 
 
 PROFILE = dataclasses.replace(
