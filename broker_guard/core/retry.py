@@ -86,6 +86,13 @@ def decide(
         if hint > (budget if budget is not None else policy.max_delay):
             return Decision(Action.GIVE_UP, state, why=Why.HINT_BEYOND_BUDGET)
         delay = hint
-    if budget is not None and delay > budget:
+    if budget is not None and delay >= budget:  # no time left for the attempt after the wait
         return Decision(Action.GIVE_UP, state, why=Why.BUDGET_SPENT)
     return Decision(Action.RETRY, RetryState(state.started, state.attempt + 1), delay=delay)
+
+
+def time_left(policy: BalancePolicy, started: float, now: float) -> float | None:
+    """Seconds of the call's budget left (counted from the first attempt); None: no budget."""
+    if policy.max_total_seconds is None:
+        return None
+    return policy.max_total_seconds - (now - started)

@@ -12,10 +12,12 @@ a validity check and a dictionary write.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,7 @@ from broker_guard.clock import (
     utc_iso,
 )
 from broker_guard.config import BalancePolicy
-from broker_guard.core.retry import Action, RetryState, Why, decide
+from broker_guard.core.retry import Action, RetryState, Why, decide, time_left
 from broker_guard.core.validate import is_valid_balance, real_number, stored_balance
 from broker_guard.errors import BalanceUnavailableError, InvalidResponseError, StoreError
 from broker_guard.events import EventHook, GuardEvent, emit
@@ -75,11 +77,11 @@ class _Run:
     __slots__ = ("fetcher", "key", "last_error", "state", "verbose")
 
     def __init__(
-        self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool
+        self, fetcher: EnhancedBalanceFetcher, key: tuple[str, str], verbose: bool, started: float
     ) -> None:
         self.fetcher = fetcher
         self.key = key
-        self.state = RetryState(started=fetcher.clock())
+        self.state = RetryState(started=started)  # the budget counts from the first attempt
         self.verbose = verbose
         self.last_error: BaseException | None = None
 
@@ -147,6 +149,46 @@ class _Run:
 FUTURE_TOLERANCE_SECONDS = 60.0  # clocks of processes sharing state may differ this much
 
 
+class DeadlineExceeded(TimeoutError):
+    """An attempt got no answer within what was left of the call's time budget (transient)."""
+
+
+async def within(awaitable: Awaitable[Any], seconds: float, sleep: AsyncSleep) -> Any:
+    """``awaitable``'s result, or ``DeadlineExceeded`` once ``sleep(seconds)`` is over first.
+
+    Races the injected sleeper rather than ``asyncio.wait_for``, so a test's fake clock decides
+    the deadline and no test waits for real."""
+    task = asyncio.ensure_future(awaitable)
+    timer = asyncio.ensure_future(sleep(max(seconds, 0.0)))
+    try:
+        done, _pending = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+    if task in done:
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task  # let the broker's call wind down before the next attempt
+    raise DeadlineExceeded(f"no answer within {max(seconds, 0.0):.1f}s, the rest of the budget")
+
+
+class RequestTimeout:
+    """Fits a ccxt exchange's own request timeout (milliseconds) to what is left of a balance
+    call's budget, so a socket that never answers cannot outlast it; restored after each attempt
+    to the timeout the exchange had when the guard was built."""
+
+    def __init__(self, exchange: Any) -> None:
+        self.exchange = exchange
+        self.ceiling = exchange.timeout
+
+    def fit(self, seconds: float) -> None:
+        self.exchange.timeout = max(1, int(min(self.ceiling, max(seconds, 0.001) * 1000)))
+
+    def restore(self) -> None:
+        self.exchange.timeout = self.ceiling
+
+
 def age_seconds(saved_at: float, now: float) -> float | None:
     """How old a record saved at ``saved_at`` is; None when it is from the future (beyond a small
     tolerance): its age is unknown, and it is never treated as fresher than now."""
@@ -202,11 +244,17 @@ class EnhancedBalanceFetcher:
         kwargs: dict[str, Any],
         key: tuple[str, str],
         verbose: bool = True,
+        timeout: RequestTimeout | None = None,
     ) -> Any:
-        """The sync driver: call, and on a failure ask ``_Run`` whether to sleep and call again."""
+        """The sync driver: call, and on a failure ask ``_Run`` whether to sleep and call again.
+        With a time budget, ``timeout`` fits each request's own timeout to what is left."""
+        started = self.clock()
         run: _Run | None = None  # built on the first failure: the success path enters no retry code
         while True:
+            left = time_left(self.policy, started, self.clock())
             try:
+                if timeout is not None and left is not None:
+                    timeout.fit(left)
                 value = fn(*args, **kwargs)
             except Exception as exc:
                 error: BaseException = exc
@@ -217,7 +265,10 @@ class EnhancedBalanceFetcher:
                     self.remember(key, value)
                     return value
                 error = self._invalid(value)
-            run = run or _Run(self, key, verbose)
+            finally:
+                if timeout is not None and left is not None:
+                    timeout.restore()
+            run = run or _Run(self, key, verbose, started)
             delay = run.failed(error)
             if delay is None:
                 return run.give_up()
@@ -231,11 +282,17 @@ class EnhancedBalanceFetcher:
         key: tuple[str, str],
         verbose: bool = True,
     ) -> Any:
-        """The async driver: the same as ``call``, awaiting the broker and the sleep."""
+        """The async driver: the same as ``call``, awaiting the broker and the sleep; with a time
+        budget each attempt is cut at what is left of it (``within``, on the injected sleeper)."""
+        started = self.clock()
         run: _Run | None = None
         while True:
+            left = time_left(self.policy, started, self.clock())
             try:
-                value = await fn(*args, **kwargs)
+                if left is None:
+                    value = await fn(*args, **kwargs)
+                else:
+                    value = await within(fn(*args, **kwargs), left, self._async_sleep)
             except Exception as exc:
                 error: BaseException = exc
             else:
@@ -245,7 +302,7 @@ class EnhancedBalanceFetcher:
                     self.remember(key, value)
                     return value
                 error = self._invalid(value)
-            run = run or _Run(self, key, verbose)
+            run = run or _Run(self, key, verbose, started)
             delay = run.failed(error)
             if delay is None:
                 return run.give_up()

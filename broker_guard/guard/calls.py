@@ -29,9 +29,10 @@ from broker_guard.core import gate
 from broker_guard.core.freeze import ALLOW, PROBE
 from broker_guard.core.validate import plain_price, real_number
 from broker_guard.errors import GuardRefusedError, InvalidResponseError
+from broker_guard.guard.balance_fetcher import RequestTimeout
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.exposure import HoldingRead
-from broker_guard.guard.profiles import MethodSpec
+from broker_guard.guard.profiles import MethodSpec, is_ccxt
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.symbols import canonical_symbol, known_symbols
@@ -509,6 +510,7 @@ def balance_method(ctx: GuardContext, name: str, is_async: bool) -> Callable[...
     """Balance calls: the fetcher's retry drivers, keyed by account and call signature."""
     broker, fetcher, account = ctx.broker, ctx.balance, ctx.account
     plain_key = (account, name)
+    timeout = request_timeout(broker)
 
     def key(args: Args, kwargs: Kwargs) -> tuple[str, str]:
         return (account, call_signature(name, args, kwargs)) if args or kwargs else plain_key
@@ -521,9 +523,19 @@ def balance_method(ctx: GuardContext, name: str, is_async: bool) -> Callable[...
         return guarded_async
 
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return fetcher.call(getattr(broker, name), args, kwargs, key(args, kwargs))
+        return fetcher.call(getattr(broker, name), args, kwargs, key(args, kwargs), True, timeout)
 
     return guarded
+
+
+def request_timeout(broker: Any) -> RequestTimeout | None:
+    """A ccxt exchange's request timeout to fit to the balance budget; None for other brokers
+    (their deadline is their own: pass them a timeout)."""
+    if not is_ccxt(broker):
+        return None
+    value = getattr(broker, "timeout", None)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return RequestTimeout(broker) if ok else None
 
 
 def call_signature(name: str, args: Args, kwargs: Kwargs) -> str:

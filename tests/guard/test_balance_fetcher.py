@@ -15,6 +15,7 @@ from broker_guard import (
     BalanceUnavailableError,
     ConfigError,
     GuardConfig,
+    GuardedBroker,
     JsonFileStore,
     MemoryStore,
 )
@@ -333,3 +334,105 @@ def test_ccxt_style_balance_dicts_are_validated() -> None:
 def test_memory_store_default(clock: FakeClock) -> None:
     fetcher = EnhancedBalanceFetcher(clock=clock, sleep=clock.sleep, store=MemoryStore())
     assert fetcher.get_balance_with_fallback(PaperBroker(cash=5.0)) == 5.0
+
+
+# -- deadlines (issue 14, item 5) ------------------------------------------------------------
+
+
+class Hung:
+    """A broker call that never answers: on the injected clock it takes ``seconds`` (or the ccxt
+    exchange's own request timeout) and then times out."""
+
+    def __init__(self, clock: FakeClock, exchange: Any = None, seconds: float = 3600.0) -> None:
+        self.clock, self.exchange, self.seconds = clock, exchange, seconds
+        self.timeouts: list[float] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import ccxt
+
+        waited = self.seconds
+        if self.exchange is not None:
+            self.timeouts.append(self.exchange.timeout)
+            waited = self.exchange.timeout / 1000
+        self.clock.advance(waited)
+        raise ccxt.RequestTimeout(f"no answer in {waited}s")
+
+
+def hung_binance(clock: FakeClock, **balance: Any) -> tuple[Any, Hung]:
+    ccxt = pytest.importorskip("ccxt")
+    exchange = ccxt.binance(
+        {
+            "apiKey": "HUNG-TEST-KEY-0001",
+            "secret": "HUNG-TEST-SECRET-0001",
+            "enableRateLimit": False,
+        }
+    )
+    exchange.markets = {}  # nothing to load: the balance call goes straight to the socket
+    hung = Hung(clock, exchange)
+    exchange.fetch = hung  # ccxt's own HTTP layer: a socket that never answers
+    config = GuardConfig.load(env={}, balance=balance)
+    guard = GuardedBroker(exchange, config, store=MemoryStore(), clock=clock, sleep=clock.sleep)
+    return guard, hung
+
+
+def test_a_ccxt_balance_call_that_never_answers_ends_within_the_budget(clock: FakeClock) -> None:
+    """Before: 22 s with max_total_seconds=5 (the budget started after the first 10 s attempt)."""
+    guard, hung = hung_binance(clock, max_total_seconds=5.0)
+    with pytest.raises(BalanceUnavailableError):
+        guard.fetch_balance()
+    assert clock.elapsed == pytest.approx(5.0)
+    assert hung.timeouts == [5000]  # the request's own timeout fit to the budget
+    assert guard.__wrapped__.timeout == 10000  # and given back
+
+
+def test_the_budget_counts_from_the_first_attempt_and_leaves_room_for_retries(
+    clock: FakeClock,
+) -> None:
+    guard, hung = hung_binance(clock, max_total_seconds=14.0, base_delay=1.0, max_attempts=5)
+    hung.exchange.timeout = 4000  # shorter than the budget: kept while it fits
+    guard = GuardedBroker(
+        hung.exchange,
+        GuardConfig.load(
+            env={}, balance={"max_total_seconds": 14.0, "base_delay": 1.0, "max_attempts": 5}
+        ),
+        store=MemoryStore(),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    with pytest.raises(BalanceUnavailableError):
+        guard.fetch_balance()
+    # 4 s, wait 1 s, 4 s, wait 2 s, then only 3 s left: the third request gets 3 s
+    assert hung.timeouts == [4000, 4000, 3000]
+    assert clock.sleeps == [1.0, 2.0]
+    assert clock.elapsed == pytest.approx(14.0)
+
+
+def test_without_a_budget_the_exchanges_timeout_is_left_alone(clock: FakeClock) -> None:
+    guard, hung = hung_binance(clock, base_delay=1.0)
+    with pytest.raises(BalanceUnavailableError):
+        guard.fetch_balance()
+    assert hung.timeouts == [10000, 10000, 10000]  # documented: set max_total_seconds
+
+
+def test_an_async_balance_call_that_never_answers_is_cut_at_the_budget(
+    make_guard: Any, clock: FakeClock
+) -> None:
+    class NeverAnswers:
+        calls = 0
+
+        async def get_account_balance(self) -> float:
+            NeverAnswers.calls += 1
+            if NeverAnswers.calls == 1:
+                return 500.0
+            await asyncio.Event().wait()  # a socket that never answers
+            raise AssertionError("unreachable")
+
+    guard = make_guard(NeverAnswers(), balance={"max_total_seconds": 5.0, "base_delay": 2.0})
+
+    async def scenario() -> None:
+        assert await guard.get_account_balance() == 500.0
+        started = clock.elapsed
+        assert await guard.get_account_balance() == 500.0  # the fallback, at the deadline
+        assert clock.elapsed - started == pytest.approx(5.0)
+
+    asyncio.run(scenario())
