@@ -55,6 +55,7 @@ def _setup(
     frozen: list[str],
     restricted: list[str],
     failing: list[str],
+    **sections: Any,
 ) -> Any:
     prices = {f"{a}-USD": p for a, (_q, p) in portfolio.items() if p is not None}
     broker = RecordingBroker(
@@ -64,7 +65,11 @@ def _setup(
     )
     clock = FakeClock()
     guard = GuardedBroker(
-        broker, GuardConfig.load(env={}), store=MemoryStore(), clock=clock, sleep=clock.sleep
+        broker,
+        GuardConfig.load(env={}, **sections),
+        store=MemoryStore(),
+        clock=clock,
+        sleep=clock.sleep,
     )
     for a in frozen:
         guard.freeze_manager.freeze(f"{a}-USD")
@@ -219,3 +224,26 @@ def test_no_order_is_placed_without_its_pending_audit_line(
     pending = {r["symbol"] for r in store.read_lines("audit") if r["outcome"] == "pending"}
     for symbol, _value in broker.placed:
         assert symbol in pending, f"an order on {symbol} went out without its pending line"
+
+
+dust_portfolios = st.dictionaries(
+    st.sampled_from(ASSETS),
+    st.tuples(st.floats(min_value=0.01, max_value=1), st.floats(min_value=0.01, max_value=2)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(
+    portfolio=dust_portfolios,
+    cap=st.floats(min_value=0.01, max_value=3),
+    failing=st.lists(st.sampled_from(ASSETS), max_size=3),
+)
+def test_the_per_run_cap_is_never_exceeded_by_what_was_sent(
+    portfolio: dict[str, tuple[float, float | None]], cap: float, failing: list[str]
+) -> None:
+    """Orders that raise (their outcome unknown, they may have filled) count toward the cap like
+    the ones that closed: what one run sends never adds up to more than the cap."""
+    broker, guard = _setup(portfolio, [], [], failing, dust={"max_usd_per_run": cap})
+    guard.dust(dry_run=False, threshold_usd=20.0)
+    assert sum(value for _symbol, value in broker.placed) <= cap + 1e-9

@@ -54,7 +54,8 @@ class DustResult(Mapping[str, Any]):
             "total_positions": self.total_positions,
             "total_found": len(dust),
             "closed": self._count("closed"),
-            "failed": self._count("failed"),
+            "failed": self._count("failed") + self._count("unknown"),  # not known closed
+            "unknown": self._count("unknown"),
             "dry_run_would_close": self._count("dry_run"),
             "skipped": sum(1 for o in dust if o.status == "skipped"),
             "total_value_cleaned": sum(

@@ -4,7 +4,10 @@ The rules (DESIGN.md, "Liquidation safety"): never close a position worth at
 or above its threshold; never place an order in dry-run; never close a
 position whose value is unknown; value each position again, price and
 quantity, just before its order; one failed close does not stop the run;
-every action, dry or real, goes to the audit log.
+every action, dry or real, goes to the audit log. The per-run cap counts an
+order as spent once it is sent, whatever comes back; an order whose outcome is
+unknown (the broker raised after it may have filled) is audited ``unknown``
+with the quantity re-read at once.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from broker_guard.classify import classify
 from broker_guard.clock import utc_iso
-from broker_guard.errors import StoreError
+from broker_guard.errors import GuardRefusedError, StoreError
 from broker_guard.guard.async_bridge import resolve
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.profiles import accepts_keyword, is_ccxt, positional_params
@@ -37,7 +41,7 @@ class Outcome:
 
     position: Position
     action: str  # close_dust | close_small | consolidate | flag_for_review | skip
-    status: str  # closed | dry_run | failed | skipped | flagged | kept
+    status: str  # closed | dry_run | failed | unknown | skipped | flagged | kept
     reason: str = ""
     usd_value: float | None = None
     order: Any = None
@@ -64,7 +68,7 @@ class Run:
     dry_run: bool
     cap_usd: float | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    closed_usd: float = 0.0
+    sent_usd: float = 0.0  # every order sent counts toward the cap, filled, failed or unknown
 
     def audit(self, outcome: Outcome, **extra: Any) -> str | None:
         """Write the audit line; None when it is durably written, else why not."""
@@ -117,7 +121,7 @@ class Run:
         value = quantity * price
         if not value < threshold:
             return None, f"now worth ${value:.4f}, at or above ${threshold:.2f}", value
-        if self.cap_usd is not None and self.closed_usd + value > self.cap_usd:
+        if self.cap_usd is not None and self.sent_usd + value > self.cap_usd:
             return None, f"per-run cap of ${self.cap_usd:.2f} reached", value
         raw = self.ctx.broker
         if is_ccxt(raw):
@@ -143,20 +147,46 @@ class Run:
         try:
             # an async broker answers with a coroutine, resolved on its own loop
             order = resolve(place_close_order(self.ctx, fresh))
+        except GuardRefusedError as exc:  # refused before the broker saw it: nothing spent
+            why = f"refused by the guard: {redact(exc, self.ctx.secrets)[:200]}"
+            return self.record(Outcome(fresh, action, "skipped", why, value))
         except Exception as exc:
-            message = redact(exc, self.ctx.secrets)[:300]
-            log.error("   ❌ Failed to close %s: %s", fresh.symbol, message)
-            why = "broker refused the close"
-            return self.record(Outcome(fresh, action, "failed", why, value, error=message))
+            self.sent_usd += value or 0.0
+            return self._raised(fresh, action, exc)
+        self.sent_usd += value or 0.0
         rejected = _rejection(order)
         rejected = redact(rejected, self.ctx.secrets)[:300] if rejected else None
         if rejected:
             log.error("   ❌ Failed to close %s: %s", fresh.symbol, rejected)
             why = "broker rejected the close"
             return self.record(Outcome(fresh, action, "failed", why, value, order, rejected))
-        self.closed_usd += value or 0.0
         log.info("   ✅ Successfully closed %s", fresh.symbol)
         return self.record(Outcome(fresh, action, "closed", "closed at the broker", value, order))
+
+    def _raised(self, fresh: Position, action: str, exc: Exception) -> Outcome:
+        """The broker raised: a definite refusal is ``failed``; a timeout or a lost connection
+        may have filled, so it is ``unknown`` and the quantity is read again at once."""
+        message = redact(exc, self.ctx.secrets)[:300]
+        value = fresh.usd_value
+        if not classify(exc, self.ctx.balance.transient_exceptions).retryable:
+            log.error("   ❌ Failed to close %s: %s", fresh.symbol, message)
+            why = "broker refused the close"
+            return self.record(Outcome(fresh, action, "failed", why, value, error=message))
+        try:
+            after: Any = current_quantity(self.ctx, fresh)
+        except Exception as reread:
+            after = f"re-read failed: {redact(reread, self.ctx.secrets)[:120]}"
+        log.error(
+            "   ❓ Close of %s raised after it was sent (%s): it may have filled; the quantity "
+            "now reads %s. Check the account before closing it again",
+            fresh.symbol,
+            message,
+            after,
+        )
+        why = "outcome unknown: the broker raised after the order was sent"
+        outcome = Outcome(fresh, action, "unknown", why, value, error=message)
+        self.audit(outcome, quantity_after=after)
+        return outcome
 
     def _revalue(self, position: Position) -> tuple[float | None, float | None, str | None]:
         try:

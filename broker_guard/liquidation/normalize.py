@@ -191,7 +191,8 @@ def _figures(outcomes: list[Outcome], dry_run: bool) -> dict[str, Any]:
 
     return {
         "actions_executed": 0 if dry_run else count("closed") + count("flagged"),
-        "actions_failed": count("failed"),
+        "actions_failed": count("failed") + count("unknown"),  # not known to be closed
+        "actions_unknown": count("unknown"),
         "actions_skipped": sum(1 for o in outcomes if o.status == "skipped" and o.action != "skip"),
         "actions_flagged": count("flagged"),
         "positions_closed": count("closed"),

@@ -280,3 +280,42 @@ def test_no_order_when_the_pending_audit_line_cannot_be_written(
     result = guard.dust(dry_run=False)
     assert broker.orders == [] and result["failed"] == 1 and result["closed"] == 0
     assert broker.get_positions()[0]["quantity"] == 3.0
+
+
+class FillsThenRaises(PaperBroker):
+    """The order fills at the venue, then the answer is lost (a timeout after the fill)."""
+
+    def place_market_order(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        super().place_market_order(*args, **kwargs)
+        raise TimeoutError("read timed out after the order was sent")
+
+
+def test_the_cap_counts_orders_that_fill_and_then_raise(make_guard: Any) -> None:
+    """Before: with a $1 cap, ten such orders sold $5 (a raised order did not count)."""
+    prices = {f"D{i}-USD": 0.5 for i in range(10)}
+    broker = FillsThenRaises(prices=prices, positions={s: 1.0 for s in prices})
+    guard = make_guard(broker, dust={"max_usd_per_run": 1.0})
+    result = guard.dust()
+    assert len(broker.orders) == 2  # $0.50 each: the cap holds
+    assert result["unknown"] == 2 and result["failed"] == 2 and result["closed"] == 0
+    assert result["total_value_cleaned"] == 0.0  # not known to be closed
+    audit = guard.guard_context.store.read_lines("audit")
+    unknown = [r for r in audit if r["outcome"] == "unknown"]
+    assert len(unknown) == 2
+    assert all(r["quantity_after"] == 0.0 for r in unknown)  # re-read at once: none left
+    capped = [p for p in result["positions"] if "cap" in p["reason"]]
+    assert len(capped) == 8
+
+
+class RefusesFirmly(PaperBroker):
+    def place_market_order(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise ValueError("invalid quantity")  # a definite answer: nothing filled
+
+
+def test_a_definite_refusal_is_failed_not_unknown_and_still_counts_as_sent(
+    make_guard: Any,
+) -> None:
+    prices = {f"D{i}-USD": 0.5 for i in range(4)}
+    broker = RefusesFirmly(prices=prices, positions={s: 1.0 for s in prices})
+    result = make_guard(broker, dust={"max_usd_per_run": 1.0}).dust()
+    assert result["failed"] == 2 and result["unknown"] == 0
