@@ -34,6 +34,7 @@ from broker_guard import (  # noqa: E402
     GuardedBroker,
     MemoryStore,
     SymbolFrozenError,
+    SymbolRestrictedError,
     TradingHaltedError,
 )
 from broker_guard.guard.profiles import CCXT  # noqa: E402
@@ -620,5 +621,24 @@ def test_a_spot_sell_of_more_than_is_held_on_a_frozen_symbol_is_refused(
             pytest.fail("a sell of what is held was refused")
         except Exception:
             pass  # the exchange's own answer (below its minimum): it went past the gate
+
+    run(venue, is_async, scenario)
+
+
+@VENUES
+@MODES
+def test_market_data_calls_are_guarded_like_prices(venue: Venue, is_async: bool) -> None:
+    async def scenario(
+        exchange: Any, guard: Any, server: ExchangeServer, venue: Venue, clock: FakeClock
+    ) -> None:
+        doge = venue.symbol("DOGE")
+        guard.freeze_manager.freeze(doge, "review")
+        sent = len(server.requests)
+        for name in ("fetch_order_book", "fetchOHLCV", "fetch_trades", "fetchL2OrderBook"):
+            with pytest.raises(SymbolFrozenError):
+                await maybe(getattr(guard, name)(doge))
+        with pytest.raises(SymbolRestrictedError):
+            await maybe(guard.fetch_ohlcv("AUT/USD"))
+        assert len(server.requests) == sent  # refused before the exchange
 
     run(venue, is_async, scenario)

@@ -61,6 +61,12 @@ def ticker_price(value: Any) -> float | None:
     return (bid + ask) / 2 if bid is not None and ask is not None else None
 
 
+def market_data(value: Any) -> float | None:
+    """A symbol's market data (order book, candles, trades) can be right when it is a mapping or
+    a list; the guard judges the call (refused when frozen, failures counted), not the data."""
+    return 1.0 if isinstance(value, (Mapping, list, tuple)) else None
+
+
 _BALANCE_KEYS = ("free", "used", "total")
 
 

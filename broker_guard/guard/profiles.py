@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from broker_guard.core.validate import plain_price, ticker_price
+from broker_guard.core.validate import market_data, plain_price, ticker_price
 from broker_guard.guard.exposure import (
     HoldingRead,
     Params,
@@ -202,6 +202,15 @@ def ccxt_order_spec(name: str, function: Callable[..., Any]) -> MethodSpec:
     )
 
 
+MARKET_DATA = (
+    "fetch_order_book",
+    "fetch_l2_order_book",
+    "fetch_ohlcv",
+    "fetch_trades",
+    "fetch_funding_rate",
+    "fetch_mark_price",
+)
+
 CCXT = Profile(
     "ccxt",
     {
@@ -211,6 +220,8 @@ CCXT = Profile(
         "fetch_used_balance": MethodSpec("balance"),
         "fetch_ticker": MethodSpec("price", symbol="symbol", price=ticker_price),
         "fetch_tickers": MethodSpec("price", symbol="symbols", price=ticker_price, many=True),
+        # symbol-scoped market data: refused for a frozen or restricted symbol, failures counted
+        **{name: MethodSpec("price", symbol="symbol", price=market_data) for name in MARKET_DATA},
         "fetch_positions": MethodSpec("positions"),
     },
     discover=ccxt_methods,
