@@ -118,6 +118,36 @@ def success_path(number: int, repeat: int) -> list[tuple[str, float, float]]:
     return out
 
 
+class OrderSink:
+    """A broker whose order call costs almost nothing, so the gate's own cost shows."""
+
+    def get_positions(self) -> list[dict[str, Any]]:
+        return [{"symbol": "ETH-USD", "quantity": 1.0}]
+
+    def place_order(self, symbol: str, side: str, quantity: float) -> dict[str, Any]:
+        return {"status": "filled"}
+
+
+def order_path(number: int, repeat: int) -> list[tuple[str, float, float]]:
+    sink = OrderSink()
+    guard = guard_for(sink)
+    guard.freeze_manager.freeze("ETH-USD", "benchmark")  # frozen: its sells read the holding
+    rows: list[tuple[str, Callable[[], Any]]] = [
+        ("raw place_order", lambda: sink.place_order("BTC-USD", "buy", 1.0)),
+        (
+            "GuardedBroker.place_order (trusted symbol)",
+            lambda: guard.place_order("BTC-USD", "buy", 1.0),
+        ),
+        (
+            "GuardedBroker.place_order (exit on a frozen symbol: reads the holding)",
+            lambda: guard.place_order("ETH-USD", "sell", 0.5),
+        ),
+    ]
+    timings = {name: per_call(fn, number, repeat) for name, fn in rows}
+    base = timings["raw place_order"]
+    return [(name, seconds, seconds / base) for name, seconds in timings.items()]
+
+
 def async_path(number: int) -> list[tuple[str, float, float]]:
     class AsyncBroker:
         async def get_current_price(self, symbol: str) -> float:
@@ -475,6 +505,7 @@ def main() -> int:
         f"{sys.version.split()[0]}, {platform.system()}"
     )
     show("Success path (sync)", success_path(n, r))
+    show("Order path (sync)", order_path(n // 4, r))
     show("Success path (async)", async_path(n // 4))
     show("Failure path (zero delays)", failure_path(max(50, n // 20)))
     show(

@@ -284,3 +284,32 @@ def test_halt_settings_come_from_the_environment_and_are_checked() -> None:
     assert config.halt.after_balance_failures == 6 and config.halt.after_freezes == 4
     with pytest.raises(ValueError, match="after_freezes"):
         GuardConfig.load(env={}, halt={"after_freezes": 0})
+
+
+def test_an_order_whose_symbol_the_guard_cannot_read_still_meets_the_halt(tmp_path: Path) -> None:
+    """Review finding: an order method naming its symbol otherwise (``ticker=``, an order object)
+    passed while halted: the halt refuses every entry, named or not."""
+    from broker_guard import MethodSpec
+
+    class Vendor:
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        def submit_order(self, order_data: Any) -> str:
+            self.sent.append(order_data)
+            return "accepted"
+
+    vendor = Vendor()
+    spec = MethodSpec("order", symbol="symbol", side="side")
+    guard = GuardedBroker(
+        vendor,
+        GuardConfig.load(env={}),
+        store=JsonFileStore(tmp_path),
+        profile={"submit_order": spec},
+        clock=FakeClock(),
+    )
+    assert guard.submit_order({"ticker": "BTC-USD", "side": "buy"}) == "accepted"  # not halted
+    guard.halt("incident")
+    with pytest.raises(TradingHaltedError):
+        guard.submit_order({"ticker": "BTC-USD", "side": "buy"})
+    assert len(vendor.sent) == 1

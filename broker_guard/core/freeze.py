@@ -339,10 +339,10 @@ def record_failure(
         frozen[failure.canon] = record.as_dict()
         return count, Transition.FROZEN
     if failure.canon in frozen:
-        if not failure.probing:
-            return count, Transition.COUNTED
         old = frozen[failure.canon]
         old = old if isinstance(old, Mapping) else {}
+        if not failure.probing or old.get("auto_unfreeze") is not True:
+            return count, Transition.COUNTED  # a freeze by hand made meanwhile stays as it is
         symbol = old.get("symbol")
         record = new_record(
             policy,
@@ -400,6 +400,21 @@ def resume(doc: dict[str, Any], record: Halt) -> Any:
     if removed is not None:
         section[RESUMED_KEY[1]] = record.as_dict()
     return removed
+
+
+def unfreeze_after_probe(doc: dict[str, Any], canon: str, now: float) -> dict[str, Any] | None:
+    """A probe succeeded: lift the freeze only if the stored record is still one whose time has
+    come (a freeze by hand made while the probe was in flight stays); the lifted record, or
+    None."""
+    raw = _section(doc, "frozen").get(canon)
+    try:
+        record = FrozenSymbol.from_dict(raw)
+    except (KeyError, TypeError, ValueError):
+        return None  # damaged: held for review
+    due = record.unfreeze_at
+    if due is None or now < due:
+        return None
+    return unfreeze(doc, canon)
 
 
 def reset_count(doc: dict[str, Any], canon: str) -> None:

@@ -13,7 +13,6 @@ a validity check and a dictionary write.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import threading
@@ -168,9 +167,15 @@ async def within(awaitable: Awaitable[Any], seconds: float, sleep: AsyncSleep) -
             task.cancel()
     if task in done:
         return task.result()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task  # let the broker's call wind down before the next attempt
+    # cancelled, not awaited: a call that takes long to wind down must not outlast the budget
+    task.add_done_callback(_consume)
     raise DeadlineExceeded(f"no answer within {max(seconds, 0.0):.1f}s, the rest of the budget")
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a cut call's outcome so asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class RequestTimeout:

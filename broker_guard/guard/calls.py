@@ -289,7 +289,11 @@ class OrderBody:
     def judge(self, symbol: Any, side: Any, amount: Any, params: Any, more: Any) -> Pending | None:
         """Refuse an entry on a symbol the guard does not trust; an exit, an unnamed symbol or a
         trusted one passes. A possible exit comes back pending its holding."""
-        if not isinstance(symbol, str):
+        if not isinstance(symbol, str) or not symbol.strip():
+            # no symbol to judge: only what refuses every symbol applies (a halt, unread state)
+            blanket = self.freeze.blanket_refusal(repr(symbol)[:40])
+            if blanket is not None:
+                raise self.freeze.refused("?", blanket)
             return None
         canon = canonical_symbol(symbol)
         refusal = self.freeze.refusal(canon)

@@ -144,6 +144,16 @@ class SymbolFreezeManager:
         verdict = rules.order_verdict(book, canon, now)
         return None if verdict is Verdict.ALLOW else _refusal(book, canon, verdict, order=True)
 
+    def blanket_refusal(self, what: str) -> GuardRefusedError | None:
+        """The refusal that applies to every symbol (trading halted, state unread), for an order
+        whose symbol the guard cannot read."""
+        self._refreshed()
+        if self.unreadable is not None or self.unattributed:
+            return self._unconfirmed(what)
+        if self.halted is not None:
+            return _refusal(self._book, what, Verdict.HALTED, order=True)
+        return None
+
     def check_entry(self, canon: str) -> None:
         """Refuse an order that opens or adds to a position on a frozen or restricted symbol, or
         while trading is halted. An order is never the probe: after a cooldown a price call must
@@ -162,7 +172,7 @@ class SymbolFreezeManager:
         """Reset the failure count; a successful probe unfreezes. Cheap when there is nothing to
         reset."""
         if probe:  # unfreezing gives the probe slot back
-            self.unfreeze_symbol(canon, reason="probe call succeeded after the cooldown")
+            self._unfreeze_probed(canon)
         elif canon in self.failing:
             self._persist(
                 rules.symbol_keys(canon),
@@ -170,6 +180,28 @@ class SymbolFreezeManager:
                 replay=False,
                 urgent=True,
             )
+
+    def _unfreeze_probed(self, canon: str) -> None:
+        """A probe succeeded: unfreeze, unless the record is no longer one a probe may lift (a
+        freeze by hand made while the probe was in flight)."""
+        now = self.clock()
+        lifted = self._persist(
+            rules.symbol_keys(canon),
+            lambda doc: rules.unfreeze_after_probe(doc, canon, now),
+            replay=False,
+        )
+        self.end_probe(canon)
+        if lifted is None:
+            log.warning("%s: the probe succeeded but the freeze was renewed meanwhile; kept", canon)
+            return
+        display = str(lifted.get("symbol", canon)) if isinstance(lifted, dict) else canon
+        reason = "probe call succeeded after the cooldown"
+        log.warning(
+            "✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; trading resumes.",
+            display,
+            reason,
+        )
+        emit(self._on_event, GuardEvent("unfreeze", now, display, {"reason": reason}))
 
     def end_probe(self, canon: str) -> None:
         """Release a probe slot without a verdict (the call was cancelled or failed transiently)."""

@@ -436,3 +436,27 @@ def test_an_async_balance_call_that_never_answers_is_cut_at_the_budget(
         assert clock.elapsed - started == pytest.approx(5.0)
 
     asyncio.run(scenario())
+
+
+def test_an_async_call_that_winds_down_slowly_does_not_outlast_the_budget(
+    make_guard: Any, clock: FakeClock
+) -> None:
+    """Review finding: the deadline waited for the cut call to wind down (4 s past a 1 s
+    budget)."""
+
+    class SlowToCancel:
+        async def get_account_balance(self) -> float:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await clock.async_sleep(4.0)  # cleanup after the cancel takes 4 s
+            raise AssertionError("unreachable")
+
+    guard = make_guard(SlowToCancel(), balance={"max_total_seconds": 1.0, "max_attempts": 1})
+
+    async def scenario() -> None:
+        with pytest.raises(BalanceUnavailableError):
+            await guard.get_account_balance()
+        assert clock.elapsed == pytest.approx(1.0)
+
+    asyncio.run(scenario())

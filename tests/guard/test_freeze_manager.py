@@ -495,3 +495,47 @@ def test_unfreezing_a_restricted_symbol_says_it_stays_restricted(
     assert "trading resumes" not in caplog.text
     with pytest.raises(SymbolRestrictedError):
         m.check_entry("AUT/USD")
+
+
+@pytest.mark.parametrize("probe_ok", [True, False], ids=["probe succeeds", "probe fails"])
+def test_a_freeze_by_hand_made_while_a_probe_is_in_flight_is_kept(
+    clock: FakeClock, probe_ok: bool
+) -> None:
+    """Review finding: the probe's outcome lifted (success) or replaced with an expiring guard
+    record (failure) an open-ended freeze an operator made meanwhile; a buy then filled."""
+    from broker_guard import GuardConfig, GuardedBroker
+
+    store = MemoryStore()
+    operator = SymbolFreezeManager(FreezePolicy(), store=store, clock=clock, refresh_interval=0.0)
+
+    class Venue:
+        probing = False
+
+        def get_current_price(self, symbol: str) -> float:
+            if not self.probing:
+                raise ValueError("Price not available: symbol delisted")
+            operator.freeze("BTC-USD", "do not trade BTC until further notice")  # meanwhile
+            if not probe_ok:
+                raise ValueError("still delisted")
+            return 50_000.0
+
+        def place_order(self, symbol: str, side: str, quantity: float) -> str:
+            return "FILLED"
+
+    venue = Venue()
+    config = GuardConfig.load(
+        env={}, guard={"refresh_interval_seconds": 0.0}, freeze={"cooldown_hours": 1.0}
+    )
+    guard = GuardedBroker(venue, config, store=store, clock=clock, sleep=clock.sleep)
+    fail_price_calls(guard, "BTC-USD")
+    clock.advance(2 * 3600)
+    venue.probing = True
+    try:
+        guard.get_current_price("BTC-USD")  # the probe
+    except ValueError:
+        pass
+    record = guard.freeze_manager.get_frozen_symbols()["BTC-USD"]
+    assert record.frozen_by != "guard" and record.unfreeze_at is None
+    clock.advance(48 * 3600)
+    with pytest.raises(SymbolFrozenError):
+        guard.place_order("BTC-USD", "buy", 1.0)
