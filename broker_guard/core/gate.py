@@ -19,6 +19,7 @@ the symbol is one the guard would refuse) and hands it in.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 CLOSE_SIDES = frozenset({"close", "exit", "reduce"})
@@ -57,6 +58,8 @@ def reduces(order: Order, held: float | None) -> bool:
     """Whether ``order`` only reduces a holding of ``held`` (signed: a long above zero, a short
     below; None when the broker's answer could not be read)."""
     selling = order.side in SELL_SIDES
+    if held is not None and not math.isfinite(held):
+        held = None  # a holding no account has: unreadable
     if not order.derivative:
         if not selling:
             return False

@@ -3,6 +3,8 @@ order does decides, not its side string alone."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,6 +50,8 @@ def test_intent(facts: Order, expected: Intent) -> None:
         (order("sell", 3.0, derivative=True), 2.0, False),  # flips to a short
         (order("sell", 1.0, derivative=True), -2.0, False),  # adds to a short
         (order("sell", 1.0, derivative=True), None, False),  # unreadable: an entry
+        (order("sell", 1.0, derivative=True), float("inf"), False),  # no account holds that
+        (order("sell", 1.0, derivative=True), float("nan"), False),
         (order("sell", None, derivative=True), 2.0, False),
         (order("buy", 1.0, derivative=True), -2.0, True),
         (order("buy", 3.0, derivative=True), -2.0, False),
@@ -79,9 +83,10 @@ def test_a_derivatives_order_passing_as_an_exit_never_grows_or_flips_the_positio
     facts = Order("X/USD:USD", side, amount, derivative=derivative)
     if intent(facts) is not Intent.REDUCES_IF or not reduces(facts, held):
         return
-    assert held is not None or not derivative
-    if held is None:
-        return
+    unreadable = held is None or not math.isfinite(held)
+    assert not (unreadable and derivative)  # derivatives: an unreadable holding is an entry
+    if held is None or unreadable:
+        return  # spot cannot go short: the exchange refuses an oversell
     signed = -(amount or held) if side == "sell" else (amount or 0.0)
     after = held + signed
     assert abs(after) <= abs(held) * (1 + 1e-9) + 1e-12
