@@ -13,15 +13,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from broker_guard.core.validate import real_number
+from broker_guard.guard.exposure import ASSET_KEYS, QUANTITY_KEYS, SYMBOL_KEYS, field
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.symbols import base_asset, canonical_symbol
 
 log = redact_logger("broker_guard.positions")
 
-SYMBOL_KEYS = ("symbol", "product_id", "instrument", "pair", "ticker")
-ASSET_KEYS = ("currency", "asset", "base", "base_currency", "coin")
-QUANTITY_KEYS = ("quantity", "qty", "amount", "size", "balance", "total", "contracts")
 VALUE_KEYS = ("usd_value", "value_usd", "market_value", "usd", "notional", "value")
 USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "DAI", "TUSD", "USDP", "FDUSD"})
 
@@ -74,20 +72,12 @@ def number(value: Any) -> float | None:
     return real_number(value)
 
 
-def _field(entry: Any, keys: Iterable[str]) -> Any:
-    for key in keys:
-        value = entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
-        if value is not None:
-            return value
-    return None
-
-
 def parse_positions(raw: Any, account: str, quote_assets: Iterable[str]) -> list[Position]:
     """Normalise what a broker's positions call returned; lots of one symbol are summed."""
     quotes = {q.upper() for q in quote_assets}
     entries = (
         list(raw.values())
-        if isinstance(raw, Mapping) and not _field(raw, SYMBOL_KEYS)
+        if isinstance(raw, Mapping) and not field(raw, SYMBOL_KEYS)
         else list(raw or [])
     )
     if isinstance(raw, Mapping) and all(real_number(v) is not None for v in raw.values()):
@@ -107,8 +97,8 @@ def parse_positions(raw: Any, account: str, quote_assets: Iterable[str]) -> list
 
 
 def _parse_one(entry: Any, account: str) -> Position:
-    symbol = _field(entry, SYMBOL_KEYS)
-    asset = _field(entry, ASSET_KEYS)
+    symbol = field(entry, SYMBOL_KEYS)
+    asset = field(entry, ASSET_KEYS)
     if not isinstance(symbol, str) or not symbol.strip():
         if isinstance(asset, str) and asset.strip():
             symbol = f"{asset.strip().upper()}-USD"
@@ -121,8 +111,8 @@ def _parse_one(entry: Any, account: str) -> Position:
                 problem=f"malformed entry without a symbol: {redact(repr(entry))[:80]}",
             )
     asset = asset if isinstance(asset, str) and asset.strip() else base_asset(symbol)
-    quantity = number(_field(entry, QUANTITY_KEYS))
-    reported = number(_field(entry, VALUE_KEYS))
+    quantity = number(field(entry, QUANTITY_KEYS))
+    reported = number(field(entry, VALUE_KEYS))
     problem = None
     if quantity is None:
         problem = "malformed or missing quantity"
