@@ -286,13 +286,18 @@ def new_record(
     )
 
 
+def check_freeze_hours(hours: float | None) -> None:
+    """A freeze's duration: None (never expires) or a finite number of hours above zero."""
+    if hours is not None and not (math.isfinite(hours) and hours > 0):
+        raise ValueError(f"a freeze's duration must be a finite number of hours > 0, not {hours}")
+
+
 def operator_record(
     symbol: str, reason: str, now: float, count: int, by: str, hours: float | None
 ) -> FrozenSymbol:
     """A freeze by hand: it never expires unless given a duration (``--for`` / ``--until``),
     after which one price call probes it like any other."""
-    if hours is not None and not (math.isfinite(hours) and hours > 0):
-        raise ValueError(f"a freeze's duration must be a finite number of hours > 0, not {hours}")
+    check_freeze_hours(hours)
     return FrozenSymbol(
         symbol=symbol,
         reason=reason,

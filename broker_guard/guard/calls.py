@@ -299,21 +299,19 @@ class OrderBody:
         refusal = self.freeze.refusal(canon)
         if refusal is None:
             return None
+        params = params if isinstance(params, Mapping) else None
         order = gate.Order(
             symbol,
             side_name(side),
             real_number(amount),
             reduce_only(params) or reduce_only(more),
-            derivative=self.profile.is_derivative(
-                self.broker, symbol, params if isinstance(params, Mapping) else None
-            ),
+            derivative=self.profile.is_derivative(self.broker, symbol, params),
         )
         intent = gate.intent(order)
         if intent is gate.Intent.EXIT:
             return None
         if intent is gate.Intent.ENTRY:
             raise self.freeze.refused(canon, refusal)
-        params = params if isinstance(params, Mapping) else None
         read = self.profile.holding_read(self.broker, symbol, order.derivative, params)
         return Pending(order, canon, refusal, read)
 

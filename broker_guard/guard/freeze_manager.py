@@ -195,13 +195,7 @@ class SymbolFreezeManager:
             log.warning("%s: the probe succeeded but the freeze was renewed meanwhile; kept", canon)
             return
         display = str(lifted.get("symbol", canon)) if isinstance(lifted, dict) else canon
-        reason = "probe call succeeded after the cooldown"
-        log.warning(
-            "✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; trading resumes.",
-            display,
-            reason,
-        )
-        emit(self._on_event, GuardEvent("unfreeze", now, display, {"reason": reason}))
+        self._announce_unfreeze(canon, display, "probe call succeeded after the cooldown")
 
     def end_probe(self, canon: str) -> None:
         """Release a probe slot without a verdict (the call was cancelled or failed transiently)."""
@@ -288,7 +282,7 @@ class SymbolFreezeManager:
         now = self.clock()
         reason = redact(reason, self._secrets)
         who = redact(by or actor(), self._secrets)
-        rules.operator_record(symbol, reason, now, 0, who, for_hours)  # a bad duration: before
+        rules.check_freeze_hours(for_hours)  # refused before anything is written
 
         def record_of(count: int) -> FrozenSymbol:
             return rules.operator_record(symbol, reason, now, count, who, for_hours)
@@ -320,17 +314,20 @@ class SymbolFreezeManager:
                 )
             return False
         display = (was.symbol if was else None) or str((removed or {}).get("symbol", symbol))
+        self._announce_unfreeze(canon, display, reason)
+        return True
+
+    def _announce_unfreeze(self, canon: str, display: str, reason: str) -> None:
         after = (
             f"but {canon} is restricted and stays untradable (`broker-guard unrestrict {canon}` "
             "to trade it)"
-            if restricted
+            if canon in self._book.restricted
             else "trading resumes"
         )
         log.warning(
             "✅ SYMBOL UNFROZEN: %s. Reason: %s. Failure count reset; %s.", display, reason, after
         )
         emit(self._on_event, GuardEvent("unfreeze", self.clock(), display, {"reason": reason}))
-        return True
 
     unfreeze = unfreeze_symbol
 
