@@ -19,6 +19,8 @@ from broker_guard import (
     GuardEvent,
     GuardRefusedError,
     JsonFileStore,
+    MemoryStore,
+    StoreError,
     TradingHaltedError,
 )
 from broker_guard.cli import main
@@ -313,3 +315,45 @@ def test_an_order_whose_symbol_the_guard_cannot_read_still_meets_the_halt(tmp_pa
     with pytest.raises(TradingHaltedError):
         guard.submit_order({"ticker": "BTC-USD", "side": "buy"})
     assert len(vendor.sent) == 1
+
+
+class RefusingStore(MemoryStore):
+    """A store that refuses writes while ``refusing`` (a Redis out of memory, a read-only
+    replica) and, like any store after a reconnect, can be made to hand back whole documents."""
+
+    refusing = False
+    whole = False
+
+    def update(self, name: str, mutate: Any, **kwargs: Any) -> Any:
+        if self.refusing:
+            raise StoreError(f"state {name!r} not saved: OOM command not allowed")
+        return super().update(name, mutate, **kwargs)
+
+    def changes(self, name: str, since: Any) -> Any:
+        return None if self.whole else super().changes(name, since)
+
+
+def test_a_halt_the_store_refuses_stays_in_force_here_and_is_shared_once_the_store_takes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    store = RefusingStore()
+    guard, other = guard_on(store, clock), guard_on(store, clock)
+    store.refusing = True
+    guard.halt("exchange incident")
+    assert "THIS PROCESS ONLY" in caplog.text
+    store.whole = True  # the next refresh re-reads everything, which has no halt
+    clock.advance(5)
+    with pytest.raises(TradingHaltedError):
+        guard.place_market_order("BTC-USD", "buy", 0.01)
+    assert guard.freeze_manager.get_stats()["halted"]
+    store.refusing = store.whole = False
+    clock.advance(5)
+    with pytest.raises(TradingHaltedError):  # written at the refresh, now every guard sees it
+        guard.place_market_order("BTC-USD", "buy", 0.01)
+    with pytest.raises(TradingHaltedError):
+        other.place_market_order("BTC-USD", "buy", 0.01)
+    assert guard.resume("checked")
+    clock.advance(5)
+    other.place_market_order("BTC-USD", "buy", 0.01)
+    guard.place_market_order("BTC-USD", "buy", 0.01)

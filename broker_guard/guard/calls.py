@@ -21,6 +21,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 from broker_guard.classify import FailureKind, classify
@@ -28,16 +29,18 @@ from broker_guard.core import freeze as rules
 from broker_guard.core import gate
 from broker_guard.core.freeze import ALLOW, PROBE
 from broker_guard.core.validate import plain_price, real_number
-from broker_guard.errors import GuardRefusedError, InvalidResponseError
+from broker_guard.errors import GuardRefusedError, InvalidResponseError, StateUnconfirmedError
 from broker_guard.guard.balance_fetcher import RequestTimeout
 from broker_guard.guard.context import GuardContext
-from broker_guard.guard.exposure import HoldingRead
+from broker_guard.guard.exposure import QUANTITY_KEYS, SYMBOL_KEYS, HoldingRead, field
 from broker_guard.guard.profiles import MethodSpec, is_ccxt
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
 from broker_guard.symbols import canonical_symbol, known_symbols
 
 log = redact_logger("broker_guard.proxy")
+ORDER_SIDE_KEYS = ("side", "action", "direction", "order_side")
+PARAMS = ("params",)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -77,13 +80,14 @@ class PriceBody:
     symbol.
     """
 
-    __slots__ = ("ctx", "enter", "extract", "freeze", "returned", "transient")
+    __slots__ = ("ctx", "enter", "extract", "freeze", "market_name", "returned", "transient")
 
     def __init__(self, ctx: GuardContext, spec: MethodSpec, index: int) -> None:
         self.ctx = ctx
         self.freeze = freeze = ctx.freeze
         self.extract = extract = spec.price
         self.transient = ctx.balance.transient_exceptions
+        self.market_name = market_name = ctx.markets.name if ctx.markets else None
         pname = spec.symbol or ""
         known, canonical = known_symbols, canonical_symbol
         admit, settle = self.admit, self.settle
@@ -93,6 +97,8 @@ class PriceBody:
             symbol = args[index] if 0 <= index < len(args) else kwargs.get(pname)
             if not isinstance(symbol, str):
                 return None  # no symbol to judge: the broker's own answer
+            if market_name is not None:
+                symbol = market_name(symbol)  # a ccxt market id is the market it names
             canon = known.get(symbol) or canonical(symbol)
             # frozen, restricted or counting failures (a success resets the count), or a
             # refresh due: off the fast path, through the freeze manager's verdict
@@ -193,11 +199,14 @@ class TickersBody:
             return args, kwargs, None  # every symbol: frozen ones are dropped from the answer
         modes: dict[str, int] = {}
         kept = []
+        market_name = self.price.market_name
         try:
             for symbol in symbols:
-                if symbol not in modes:
+                # modes are keyed by the market's symbol, which is how the answer names it
+                named = market_name(symbol) if market_name and isinstance(symbol, str) else symbol
+                if named not in modes:
                     try:
-                        modes[symbol] = self.price.freeze.admit(canonical_symbol(symbol))
+                        modes[named] = self.price.freeze.admit(canonical_symbol(named))
                     except GuardRefusedError:
                         log.debug("left %s out of %s: frozen or restricted", symbol, self.name)
                         continue
@@ -250,11 +259,21 @@ class OrderBody:
     the order would otherwise be refused. A batch (ccxt ``create_orders``) is refused whole when
     any of its orders is a refused entry. Orders are never retried: a retry can fill twice."""
 
-    __slots__ = ("broker", "freeze", "implied_side", "index", "names", "only_reduces", "profile")
+    __slots__ = (
+        "broker",
+        "freeze",
+        "implied_side",
+        "index",
+        "markets",
+        "names",
+        "only_reduces",
+        "profile",
+    )
 
     def __init__(self, ctx: GuardContext, spec: MethodSpec, indexes: tuple[int, ...]) -> None:
         self.broker = ctx.broker
         self.freeze = ctx.freeze
+        self.markets = ctx.markets
         self.profile = ctx.profile
         self.only_reduces = spec.exit
         self.implied_side = spec.implied_side
@@ -273,17 +292,18 @@ class OrderBody:
             symbol = arg(args, kwargs, symbol_at, symbol_name)
             side = arg(args, kwargs, side_at, side_name) if side_name else self.implied_side
             amount = arg(args, kwargs, amount_at, amount_name) if amount_name else None
+            if symbol is not None and not isinstance(symbol, str):  # an order object
+                symbol, carried_side, carried_amount, carried = order_fields(symbol)
+                side, amount = side or carried_side, amount or carried_amount
+                params = params if isinstance(params, Mapping) else carried
             pending = self.judge(symbol, side, amount, params, kwargs)
             return None if pending is None else (pending,)
         pendings = []
         for order in arg(args, kwargs, batch_at, batch_name) or ():
-            if isinstance(order, Mapping):
-                inner = order.get("params")
-                got = self.judge(
-                    order.get("symbol"), order.get("side"), order.get("amount"), inner, params
-                )
-                if got is not None:
-                    pendings.append(got)
+            symbol, side, amount, inner = order_fields(order)
+            got = self.judge(symbol, side, amount, inner, params)
+            if got is not None:
+                pendings.append(got)
         return tuple(pendings) or None
 
     def judge(self, symbol: Any, side: Any, amount: Any, params: Any, more: Any) -> Pending | None:
@@ -295,10 +315,10 @@ class OrderBody:
             if blanket is not None:
                 raise self.freeze.refused("?", blanket)
             return None
-        canon = canonical_symbol(symbol)
-        refusal = self.freeze.refusal(canon)
+        symbol, refusal = self.market_refusal(symbol)
         if refusal is None:
             return None
+        canon = canonical_symbol(symbol)
         params = params if isinstance(params, Mapping) else None
         order = gate.Order(
             symbol,
@@ -314,6 +334,23 @@ class OrderBody:
             raise self.freeze.refused(canon, refusal)
         read = self.profile.holding_read(self.broker, symbol, order.derivative, params)
         return Pending(order, canon, refusal, read)
+
+    def market_refusal(self, symbol: str) -> tuple[str, GuardRefusedError | None]:
+        """The market the broker will trade ``symbol`` as (a ccxt market id is the market it
+        names), and the refusal an entry on it meets. While the broker cannot tell which market
+        an id is (ccxt markets not loaded) and anything is frozen or restricted, the entry is
+        unconfirmed: it could be on that symbol."""
+        markets = self.markets
+        named = symbol if markets is None else markets.same.get(symbol) or markets.confirmed(symbol)
+        refusal = self.freeze.refusal(canonical_symbol(named or symbol))
+        if named is None and refusal is None and self.freeze.blocked:
+            refusal = StateUnconfirmedError(
+                f"cannot tell which market {symbol!r} is: the exchange's markets are not loaded "
+                "and a symbol is frozen or restricted. Call load_markets() before trading by "
+                "market id, or use the unified symbol (BASE/QUOTE).",
+                symbol=symbol,
+            )
+        return named or symbol, refusal
 
     def confirm(self, pending: Pending, answer: Any, error: BaseException | None) -> None:
         """Let a pending exit go when the holding shows it reduces; else refuse it as an entry."""
@@ -354,6 +391,15 @@ class Pending:
     canon: str
     refusal: GuardRefusedError
     read: HoldingRead | None
+
+
+def order_fields(order: Any) -> tuple[Any, Any, Any, Any]:
+    """The symbol, side, amount and params an order object or mapping carries (a batch entry, a
+    vendor's order object); an enum symbol by its value."""
+    symbol = order.value if isinstance(order, Enum) else field(order, SYMBOL_KEYS)
+    if isinstance(symbol, Enum):
+        symbol = symbol.value
+    return symbol, field(order, ORDER_SIDE_KEYS), field(order, QUANTITY_KEYS), field(order, PARAMS)
 
 
 def side_name(side: Any) -> str | None:

@@ -17,6 +17,7 @@ from broker_guard.events import EventHook
 from broker_guard.guard.async_bridge import run_in_thread
 from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.guard.markets import MarketNames
 from broker_guard.guard.profiles import Profile
 from broker_guard.state.base import Store
 
@@ -40,6 +41,7 @@ class GuardContext:
     secrets: tuple[str, ...]
     on_event: EventHook | None
     is_async: bool
+    markets: MarketNames | None = None  # how the broker reads a symbol; None: as written
 
     def run(self, work: Callable[[], T]) -> Any:
         """Run a liquidation job: directly, or for an async broker as an awaitable

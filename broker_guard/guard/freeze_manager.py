@@ -109,6 +109,8 @@ class SymbolFreezeManager:
         self._probing: set[str] = set()
         self._cursors: dict[str, Cursor] = {}
         self._store_problem: str | None = None
+        # a halt the store refused to save: in force here until it is saved or resumed
+        self._unsaved_halt: Halt | None = None
         self.unreadable: str | None = None  # why shared state cannot be read: entries refused
         self.damaged: dict[str, str] = {}  # records held frozen for review, and their problem
         # damage the store could not tie to a record: every entry refused until reviewed
@@ -492,6 +494,7 @@ class SymbolFreezeManager:
         if self.unreadable is not None:
             log.warning("freeze state is readable again; entries are decided by it again")
             self.unreadable = None
+        self._share_unsaved_halt()
 
     def _follow_quietly(self, name: str) -> None:
         try:
@@ -633,6 +636,8 @@ class SymbolFreezeManager:
             redact(reason.strip(), self._secrets), redact(by or actor(), self._secrets), now, auto
         )
         newly = self._persist([HALT_KEY], lambda doc: rules.halt(doc, record, replace=not auto))
+        if self._store_problem is not None:
+            self._keep_unsaved_halt(record)
         if newly or not auto:
             emit(self._on_event, GuardEvent("halt", now, None, record.as_dict()))
         return self.halted or record
@@ -645,6 +650,7 @@ class SymbolFreezeManager:
         record = Halt(
             redact(reason.strip(), self._secrets), redact(by or actor(), self._secrets), now
         )
+        self._unsaved_halt = None
         removed = self._persist(
             [HALT_KEY, rules.RESUMED_KEY], lambda doc: rules.resume(doc, record), replay=False
         )
@@ -654,6 +660,36 @@ class SymbolFreezeManager:
         log.warning("▶️  TRADING RESUMED by %s: %s", record.by, record.reason)
         emit(self._on_event, GuardEvent("resume", now, None, record.as_dict()))
         return True
+
+    def _keep_unsaved_halt(self, record: Halt) -> None:
+        """The store refused the halt: it stays in force in this process, whatever a re-read of
+        the shared state says, and is written again at each refresh until the store takes it."""
+        self._unsaved_halt = self._unsaved_halt or record
+        with self._lock:
+            self._set_book(self._book)
+        log.critical(
+            "trading halted in THIS PROCESS ONLY: the shared state refused the halt (%s); other "
+            "guards still trade. It is written again at each refresh; halt them with "
+            "`broker-guard halt --reason ...` once the store is back.",
+            self._store_problem,
+        )
+
+    def _share_unsaved_halt(self) -> None:
+        """Write again a halt the store refused; once saved, the shared record takes over."""
+        record = self._unsaved_halt
+        if record is None:
+            return
+        try:
+            self.store.update(
+                STATE, lambda doc: rules.halt(doc, record, replace=False), keys=[HALT_KEY]
+            )
+        except StoreError as exc:
+            self._store_problem = str(exc)
+            return
+        self._store_problem = None
+        self._unsaved_halt = None
+        log.warning("the halt refused earlier is now in the shared state: every guard sees it")
+        self._follow_quietly(STATE)
 
     def balance_failed(self, account: str, count: int, error: str) -> None:
         """The balance of ``account`` has failed ``count`` attempts in a row: halt when the halt
@@ -742,6 +778,8 @@ class SymbolFreezeManager:
 
     def _set_book(self, book: Book) -> None:
         with self._lock:
+            if book.halt is None and self._unsaved_halt is not None:  # a re-read never drops it
+                book = Book(book.frozen, book.counts, book.restricted, self._unsaved_halt)
             self._book = book
             self.failing = book.counts
             blocked = set(book.frozen) | book.restricted
@@ -751,8 +789,7 @@ class SymbolFreezeManager:
 
     def _set_halt(self, halted: Halt | None, problem: str | None) -> None:
         with self._lock:
-            self._book = Book(self._frozen, self._counts, self._book.restricted, halted)
-            self._note_halt(halted)
+            self._set_book(Book(self._frozen, self._counts, self._book.restricted, halted))
         if problem:
             self._report_damage("halt", problem)
         else:

@@ -22,9 +22,15 @@ from broker_guard.guard.exposure import (
     ccxt_holding,
     positions_holding,
 )
+from broker_guard.guard.markets import SymbolLookup, ccxt_market_symbol
 
 ROLES = ("balance", "price", "positions", "order")
 AMOUNT_NAMES = ("amount", "quantity", "qty", "size", "volume", "units")
+# what a broker's own methods call their symbol and side parameters, when not ``symbol``/``side``
+SYMBOL_NAMES = ("symbol", "ticker", "pair", "instrument", "instrument_id", "product_id", "market")
+SIDE_NAMES = ("side", "direction", "action", "order_side")
+# a first parameter named like these is not the symbol, whatever its position
+NOT_SYMBOL = frozenset({*SIDE_NAMES, *AMOUNT_NAMES, "price", "type", "order_type", "params"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class Profile:
     market: Callable[[object, str, Params], bool] | None = None
     # how to read the holding an order would reduce; default: the profile's positions method
     holding: Callable[[object, str, bool, Params], HoldingRead] | None = None
+    # the market the broker reads a symbol as (ccxt: a market id ``BTCUSDT`` is ``BTC/USDT``), so
+    # an id does not get round a freeze; None: symbols are taken as written
+    market_symbol: SymbolLookup | None = None
 
     def is_derivative(self, broker: object, symbol: str, params: Params) -> bool:
         if self.derivatives:
@@ -227,6 +236,7 @@ CCXT = Profile(
     discover=ccxt_methods,
     market=ccxt_derivative,
     holding=ccxt_holding,
+    market_symbol=ccxt_market_symbol,
 )
 
 PROFILES = {"generic": GENERIC, "ccxt": CCXT}
@@ -267,19 +277,33 @@ def param_index(func: Callable[..., Any], name: str | None) -> int:
             return (
                 index if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else -1
             )
-    return 0 if name == "symbol" and params and params[0].kind != param.VAR_KEYWORD else -1
+    if name != "symbol" or not params or params[0].kind == param.VAR_KEYWORD:
+        return -1
+    return -1 if params[0].name in NOT_SYMBOL else 0  # a bare first parameter: the symbol
 
 
-def with_amount(spec: MethodSpec, func: Callable[..., Any]) -> MethodSpec:
-    """An order spec with its amount parameter named, found from the method's signature."""
-    if spec.role != "order" or spec.amount is not None:
+def fitted(spec: MethodSpec, func: Callable[..., Any]) -> MethodSpec:
+    """``spec`` with its parameter names as ``func`` spells them: a symbol or side parameter
+    under another usual name (``ticker``, ``pair``, ``direction``) and an order's amount,
+    found from the signature, so ``place_order(side, pair, qty)`` is read right."""
+    if spec.role not in ("price", "order"):
         return spec
     try:
         names = inspect.signature(func).parameters
     except (TypeError, ValueError):
         return spec
-    found = next((n for n in AMOUNT_NAMES if n in names), None)
-    return replace(spec, amount=found) if found else spec
+    changes: dict[str, Any] = {}
+    for attr, usual in (("symbol", SYMBOL_NAMES), ("side", SIDE_NAMES)):
+        current = getattr(spec, attr)
+        if current is not None and current not in names:
+            found = next((n for n in usual if n in names), None)
+            if found is not None:
+                changes[attr] = found
+    if spec.role == "order" and spec.amount is None:
+        amount = next((n for n in AMOUNT_NAMES if n in names), None)
+        if amount is not None:
+            changes["amount"] = amount
+    return replace(spec, **changes) if changes else spec
 
 
 def positional_params(func: Callable[..., Any]) -> int:

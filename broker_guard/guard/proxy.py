@@ -26,13 +26,14 @@ from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.guard.calls import make_method
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.guard.markets import MarketNames
 from broker_guard.guard.profiles import (
     MethodSpec,
     Profile,
     account_key,
+    fitted,
     param_index,
     resolve_profile,
-    with_amount,
 )
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact, secrets_of
@@ -102,11 +103,13 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             on_error_streak=freeze.balance_failed,  # an automatic halt, when configured
         )
         layout: _Layout = self._guard_layout
+        chosen = resolve_profile(broker, profile)
+        lookup = chosen.market_symbol
         self._self_ctx = GuardContext(
             broker=broker,
             guarded=self,
             config=config,
-            profile=resolve_profile(broker, profile),
+            profile=chosen,
             account=account,
             store=store,
             freeze=freeze,
@@ -115,6 +118,7 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             secrets=secrets,
             on_event=on_event,
             is_async=any(is_async for _, _, is_async, _ in layout),
+            markets=MarketNames(broker, lookup) if lookup is not None else None,
         )
         _install_methods(self._self_ctx, type(self), layout)
         self._self_warn_shadowed(broker)
@@ -187,16 +191,12 @@ _Layout = tuple[tuple[str, MethodSpec, bool, tuple[int, ...]], ...]
 def _layout(broker: object, profile: Profile) -> _Layout:
     """One entry per role method ``broker`` has: name, spec, async or not, and where symbol and side
     are."""
-    present = profile.present(broker)
-    return tuple(
-        (
-            name,
-            with_amount(spec, getattr(broker, name)),
-            inspect.iscoroutinefunction(getattr(broker, name)),
-            _indexes(getattr(broker, name), with_amount(spec, getattr(broker, name))),
-        )
-        for name, spec in present.items()
-    )
+    layout = []
+    for name, spec in profile.present(broker).items():
+        method = getattr(broker, name)
+        spec = fitted(spec, method)
+        layout.append((name, spec, inspect.iscoroutinefunction(method), _indexes(method, spec)))
+    return tuple(layout)
 
 
 def _guarded_class(cls: type, broker: object, layout: _Layout) -> type:

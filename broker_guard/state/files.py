@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import threading
+import time
 import zlib
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ from broker_guard.state.records import Change, ChangeLog, RecordPath, Records
 log = redact_logger("broker_guard.store")
 
 SNAPSHOT_VERSION = 2
-URGENT_WAIT = 0.05  # the longest a trading call waits for the state lock
+URGENT_WAIT = 0.0  # a trading call never waits for the state lock: one try, else kept in memory
+LOCK_POLL = 0.005  # how often a writer waiting for another process tries the lock again
 FLUSH_INTERVAL = 0.5  # how often a background writer retries a busy lock
 _OPEN_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -147,40 +149,43 @@ class JsonFileStore:
         process holds the lock past ``lock_timeout``. While the disk fails or the lock is busy the
         change applies in memory and is written later, except ``replay=False`` ones (a reset, an
         unfreeze): another process may have frozen again meanwhile. ``urgent`` (the trading path)
-        waits at most ``URGENT_WAIT`` for the lock (other writers hold it for about a
-        millisecond): a lock held by a stopped process never stalls a price call; the change is
-        kept in memory and written by the next call, a background writer, or at exit.
+        never waits for the lock: one try, and while another process holds it the change is
+        kept in memory and written by the next call, a background writer, or at exit. A writer
+        that waits does so with the thread lock released, so reads never queue behind it.
         """
         paths = None if keys is None else list(keys)
-        with self._thread_lock:
-            wait = URGENT_WAIT if urgent else None
-            try:
-                with self._locked(name, wait):
-                    state = self._written_pending(name)
-                    doc, result = self._apply(name, state, paths, mutate, durable=True)
-            except OSError as exc:
-                if not self._degrade_allowed:
-                    raise StoreError(f"state {name!r} not saved: {exc}", cause=exc) from exc
-                why = f"cannot write: {exc}"
-                return self._update_in_memory(name, paths, mutate, why, replay)
-            except StoreError as exc:  # unreadable, or locked past the timeout: kept, replayed
-                if not self._degrade_allowed:
-                    raise
+        wait = URGENT_WAIT if urgent else None
+        try:
+            with self._exclusive(name, wait):
+                state = self._written_pending(name)
+                doc, result = self._apply(name, state, paths, mutate, durable=True)
+                self._written(name, state)
+                return doc, result
+        except OSError as exc:
+            if not self._degrade_allowed:
+                raise StoreError(f"state {name!r} not saved: {exc}", cause=exc) from exc
+            with self._thread_lock:
+                return self._update_in_memory(name, paths, mutate, f"cannot write: {exc}", replay)
+        except StoreError as exc:  # unreadable, or locked past the timeout: kept, replayed
+            if not self._degrade_allowed:
+                raise
+            with self._thread_lock:
                 doc, result = self._update_in_memory(name, paths, mutate, str(exc), replay)
                 self._flush_soon(name)
-                return doc, result
-            if state.unsynced is not None:
-                self._degrade(name, state.unsynced)
-                state.unsynced = None
-            else:
-                self._back_on_disk(name)
-            if state.lines >= max(self.compact_after, len(state.records)):
-                self._compact_soon(name)
             return doc, result
+
+    def _written(self, name: str, state: _Journal) -> None:
+        if state.unsynced is not None:
+            self._degrade(name, state.unsynced)
+            state.unsynced = None
+        else:
+            self._back_on_disk(name)
+        if state.lines >= max(self.compact_after, len(state.records)):
+            self._compact_soon(name)
 
     def compact(self, name: str) -> None:
         """Write a snapshot of every record and start an empty journal (the previous pair kept)."""
-        with self._thread_lock, self._locked(name):
+        with self._exclusive(name):
             state = self._synced(name, locked=True)
             if not state.pending:
                 self._write_snapshot(name, state)
@@ -192,14 +197,14 @@ class JsonFileStore:
         when it was not written (the caller must not act as if it were)."""
         line = json.dumps(record, default=str, sort_keys=True)
         path = self.data_dir / f"{name}.jsonl"
-        with self._thread_lock:
-            try:
-                with self._locked(name):
-                    _append_line(path, line.encode("utf-8"))
-            except OSError as exc:
+        try:
+            with self._exclusive(name):
+                _append_line(path, line.encode("utf-8"))
+        except OSError as exc:
+            with self._thread_lock:
                 self._degrade(name, f"cannot append: {exc}")
                 self._lines.setdefault(name, []).append(json.loads(line))
-                raise StoreError(f"record not written to {path}: {exc}", cause=exc) from exc
+            raise StoreError(f"record not written to {path}: {exc}", cause=exc) from exc
 
     def read_lines(self, name: str) -> list[dict[str, Any]]:
         """Every complete JSON line (a torn line left by a crash is skipped), then any the disk did
@@ -698,34 +703,71 @@ class JsonFileStore:
         self._closed.set()
 
     @contextlib.contextmanager
-    def _locked(self, name: str, wait: float | None = None) -> Iterator[None]:
-        lock = self._locks.get(name)
-        first = lock is None
-        if lock is None:
-            make_private_dir(self.data_dir)
-            lock = filelock.FileLock(
-                self.data_dir / f"{name}.json.lock",  # the name 0.1 used: one lock across versions
-                timeout=self.lock_timeout,
-                mode=0o600,
-                thread_local=False,
-            )
-            self._locks[name] = lock
+    def _exclusive(self, name: str, wait: float | None = None) -> Iterator[None]:
+        """This process's thread lock and the state's file lock, together. The wait for another
+        process's lock happens with the thread lock released, so a trading call reading the
+        state in another thread never waits behind a writer waiting for that process."""
         timeout = self.lock_timeout if wait is None else min(wait, self.lock_timeout)
-        try:
-            lock.acquire(timeout=timeout)
-        except filelock.Timeout as exc:
-            raise StoreLockTimeoutError(
-                f"state {name!r} in {self.data_dir} stayed locked by another process for "
-                f"{timeout}s; "
-                "check for a hung bot or CLI holding it, or raise guard.lock_timeout_seconds",
-                cause=exc,
-            ) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            self._thread_lock.acquire()
+            try:
+                lock, first = self._file_lock(name)
+                lock.acquire(timeout=0)
+                break
+            except filelock.Timeout as exc:
+                self._thread_lock.release()
+                if time.monotonic() >= deadline:
+                    raise self._lock_timeout(name, timeout, exc) from exc
+            except BaseException:
+                self._thread_lock.release()
+                raise
+            time.sleep(min(LOCK_POLL, max(0.0, deadline - time.monotonic())))
         try:
             if first:
                 _clean_temp_files(self.data_dir, name)
             yield
         finally:
             lock.release()
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def _locked(self, name: str, wait: float | None = None) -> Iterator[None]:
+        """The state's file lock, for a caller already holding the thread lock."""
+        lock, first = self._file_lock(name)
+        timeout = self.lock_timeout if wait is None else min(wait, self.lock_timeout)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout as exc:
+            raise self._lock_timeout(name, timeout, exc) from exc
+        try:
+            if first:
+                _clean_temp_files(self.data_dir, name)
+            yield
+        finally:
+            lock.release()
+
+    def _file_lock(self, name: str) -> tuple[filelock.FileLock, bool]:
+        """The state's file lock, and whether it was made just now (temp files to clean)."""
+        lock = self._locks.get(name)
+        if lock is not None:
+            return lock, False
+        make_private_dir(self.data_dir)
+        lock = filelock.FileLock(
+            self.data_dir / f"{name}.json.lock",  # the name 0.1 used: one lock across versions
+            timeout=self.lock_timeout,
+            mode=0o600,
+            thread_local=False,
+        )
+        self._locks[name] = lock
+        return lock, True
+
+    def _lock_timeout(self, name: str, timeout: float, cause: Exception) -> StoreLockTimeoutError:
+        return StoreLockTimeoutError(
+            f"state {name!r} in {self.data_dir} stayed locked by another process for {timeout}s; "
+            "check for a hung bot or CLI holding it, or raise guard.lock_timeout_seconds",
+            cause=cause,
+        )
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import asyncio
 import inspect
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,7 +18,10 @@ from broker_guard import (
     GuardedBroker,
     GuardRefusedError,
     MemoryStore,
+    MethodSpec,
+    Profile,
     SymbolFrozenError,
+    TradingHaltedError,
 )
 from broker_guard.testing import FakeClock, PaperBroker
 
@@ -364,3 +368,91 @@ def test_fetch_tickers_keeps_duplicate_symbols_as_asked() -> None:
     guard = GuardedBroker(exchange, GuardConfig.load(env={}), store=MemoryStore(), profile="ccxt")
     guard.fetch_tickers([SYMBOL, SYMBOL])
     assert exchange.calls == [f"tickers {[SYMBOL, SYMBOL]}"]
+
+
+class ReorderedBroker:
+    """A bot's own broker whose methods name their parameters their own way."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def get_current_price(self, pair: str) -> float:
+        return 1.0
+
+    def place_order(self, side: str, pair: str, qty: float) -> str:
+        self.sent.append((side, pair, qty))
+        return "ok"
+
+    def submit_order(self, order: Any) -> str:
+        self.sent.append((order,))
+        return "ok"
+
+    def buy(self, quantity: float, ticker: str) -> str:
+        self.sent.append(("buy", ticker, quantity))
+        return "ok"
+
+
+@dataclass
+class VendorOrder:
+    symbol: str
+    side: str
+    qty: float
+
+
+def test_an_order_method_naming_its_symbol_another_way_is_judged_on_the_right_symbol() -> None:
+    """``place_order("buy", "BTC-USD", 1)`` was read at position 0: the symbol ``BUY``."""
+    broker = ReorderedBroker()
+    guard = GuardedBroker(broker, store=MemoryStore())
+    guard.freeze_manager.freeze("BTC-USD", "review")
+    with pytest.raises(SymbolFrozenError):
+        guard.place_order("buy", "BTC-USD", 1)
+    with pytest.raises(SymbolFrozenError):
+        guard.place_order(side="buy", pair="BTC-USD", qty=1)
+    with pytest.raises(SymbolFrozenError):
+        guard.buy(1, "BTC-USD")
+    with pytest.raises(SymbolFrozenError):
+        guard.get_current_price("BTC-USD")
+    assert broker.sent == []
+    guard.place_order("sell", "BTC-USD", 1)  # spot, no holding to read: a sell cannot open
+    guard.place_order("buy", "ETH-USD", 1)
+    assert broker.sent == [("sell", "BTC-USD", 1), ("buy", "ETH-USD", 1)]
+
+
+def test_an_order_object_is_judged_by_the_symbol_and_side_it_carries() -> None:
+    broker = ReorderedBroker()
+    guard = GuardedBroker(broker, store=MemoryStore())
+    guard.freeze_manager.freeze("BTC-USD", "review")
+    with pytest.raises(SymbolFrozenError):
+        guard.submit_order(VendorOrder("BTC-USD", "buy", 1))
+    with pytest.raises(SymbolFrozenError):
+        guard.submit_order({"symbol": "BTC-USD", "side": "buy", "qty": 1})
+    assert broker.sent == []
+    guard.submit_order(VendorOrder("ETH-USD", "buy", 1))
+    assert len(broker.sent) == 1
+
+
+class BatchBroker:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def create_orders(self, orders: list[Any]) -> list[str]:
+        self.sent.extend(orders)
+        return ["ok"] * len(orders)
+
+
+@pytest.mark.parametrize("halted", [False, True])
+def test_a_batch_entry_that_is_not_a_mapping_is_judged_by_what_it_carries(halted: bool) -> None:
+    broker = BatchBroker()
+    profile = Profile.custom({"create_orders": MethodSpec("order", batch="orders")})
+    guard = GuardedBroker(broker, store=MemoryStore(), profile=profile)
+    guard.freeze_manager.freeze("BTC/USDT", "review")
+    if halted:
+        guard.halt("incident")
+    refused = TradingHaltedError if halted else SymbolFrozenError
+    with pytest.raises(refused):
+        guard.create_orders([VendorOrder("ETH/USDT", "buy", 1), VendorOrder("BTC/USDT", "buy", 1)])
+    # an entry that says nothing the guard can read meets what refuses every symbol
+    if halted:
+        with pytest.raises(TradingHaltedError):
+            guard.create_orders([("ETH/USDT", "buy")])
+    assert broker.sent == []

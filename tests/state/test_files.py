@@ -335,3 +335,37 @@ def test_a_damaged_first_snapshot_is_rebuilt_from_the_migrated_document(tmp_path
     JsonFileStore(tmp_path).update("s", lambda d: d["frozen"].update(NEW={"n": 2}))
     (tmp_path / "s.snapshot.json").write_text("garbage")
     assert set(JsonFileStore(tmp_path).read("s")["frozen"]) == {"OLD", "NEW"}
+
+
+def test_a_reader_never_waits_behind_a_writer_waiting_for_another_process(
+    tmp_path: Path,
+) -> None:
+    """A bot's balance thread writing while a stopped CLI holds the lock must not stall the
+    trading thread's state reads (they held the same thread lock for the whole wait)."""
+    import threading
+
+    store = JsonFileStore(tmp_path, lock_timeout=60, degrade=False)
+    store.update("state", _incr)
+    cursor, _ = store.load("state")
+    other = filelock.FileLock(tmp_path / "state.json.lock")
+    other.acquire()
+    writing = threading.Thread(target=lambda: store.update("state", _incr), daemon=True)
+    writing.start()
+    try:
+        done = threading.Event()
+
+        def read() -> None:
+            store.load("state")
+            store.changes("state", cursor)
+            done.set()
+
+        for _ in range(20):  # the writer is in its wait by now whatever the scheduling
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            assert done.wait(10), "a read waited for the writer's lock"
+            done.clear()
+        assert writing.is_alive()  # still waiting for the other process
+    finally:
+        other.release()
+    writing.join(10)
+    assert store.read("state") == {"n": 2}
