@@ -1,9 +1,10 @@
 """broker_guard: a drop-in guard between a trading bot's strategy and its broker.
 
-``GuardedBroker(broker)`` behaves like ``broker``; behind it, balance calls
-retry and fall back, price calls refuse frozen and restricted symbols and
-record failures, entry orders on them are refused, and ``dust()`` /
-``normalize()`` close small positions safely.
+``GuardedBroker(broker)`` (or ``wrap(broker)``, typed as the broker) behaves
+like ``broker``; behind it, balance calls retry and fall back, price calls
+refuse frozen and restricted symbols and record failures, entry orders on
+them are refused, and ``dust()`` / ``normalize()`` close small positions
+safely.
 
 The seed's components are where the seed's imports look for them:
 ``broker_guard.enhanced_balance_fetcher``, ``.symbol_freeze_manager``,
@@ -29,6 +30,7 @@ from broker_guard.errors import (
     GuardRefusedError,
     InvalidResponseError,
     LiquidationError,
+    NothingToGuardError,
     StateUnconfirmedError,
     StoreError,
     StoreLockTimeoutError,
@@ -38,7 +40,7 @@ from broker_guard.errors import (
 )
 from broker_guard.events import GuardEvent
 from broker_guard.guard.profiles import MethodSpec, Profile
-from broker_guard.guarded import GuardedBroker
+from broker_guard.guarded import GuardedBroker, guard_of, wrap
 from broker_guard.liquidation.dust import DustResult
 from broker_guard.liquidation.positions import Position
 from broker_guard.state.base import Store
@@ -59,6 +61,7 @@ __all__ = [
     "InvalidResponseError",
     "JsonFileStore",
     "LiquidationError",
+    "NothingToGuardError",
     "MemoryStore",
     "MethodSpec",
     "Position",
@@ -71,6 +74,8 @@ __all__ = [
     "SymbolFrozenError",
     "SymbolRestrictedError",
     "TradingHaltedError",
+    "guard_of",
+    "wrap",
 ]
 
 # name -> module: resolved on first use (PEP 562), so importing the package stays light

@@ -1,12 +1,14 @@
-"""The operator's command line: ``broker-guard COMMAND``.
+"""The operator's command line: broker-guard COMMAND (or python -m broker_guard COMMAND).
 
-Commands: demo, status, health, halt, resume, freeze, unfreeze, restrict, unrestrict,
-acknowledge-damage, dust, normalize.
+Commands: demo, init, status, health, halt, resume, freeze, unfreeze, restrict,
+unrestrict, acknowledge-damage, dust, normalize. Options go before or after the
+command. Every change command says what it changed, or "no change".
 
-Exit codes: 0 success; 1 an alert is raised (``health``), an action failed or
+Exit codes: 0 success; 1 an alert is raised (health), an action failed or
 the state store cannot be reached (nothing was changed);
 2 bad usage or configuration (unknown broker spec, bad symbol, missing
-credentials or data dir); 3 the broker failed.
+credentials, a data dir that does not exist: only init and a starting guard
+create one); 3 the broker failed.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from broker_guard import __version__
 from broker_guard.clock import FakeClock, parse_aware_time, parse_duration, utc_iso
 from broker_guard.config import GuardConfig
 from broker_guard.errors import BrokerGuardError, ConfigError, StoreError
-from broker_guard.events import GuardEvent
+from broker_guard.events import GuardEvent, actor
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
-from broker_guard.guarded import GuardedBroker
+from broker_guard.guarded import GuardedBroker, guard_of, wrap
 from broker_guard.paper import PaperBroker
+from broker_guard.state.files import make_private_dir
 from broker_guard.state.select import store_from_config
 from broker_guard.symbols import canonical_symbol
 
@@ -87,6 +91,8 @@ def make_broker(spec: str) -> Any:
             f"unknown broker spec {spec!r}: use paper, ccxt:<exchange id> or module:factory"
         )
     try:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # a module in the current directory, as `python -m`
         return getattr(importlib.import_module(module_name), factory)()
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"cannot load broker {spec!r}: {exc}") from None
@@ -125,15 +131,20 @@ def act_as_data_dir_owner(data_dir: Path) -> None:
         ) from None
 
 
-def _manager(args: argparse.Namespace, *, must_exist: bool = True) -> SymbolFreezeManager:
+def _existing(config: GuardConfig) -> GuardConfig:
+    """A data dir the command would otherwise create is a typo no bot reads: refused."""
+    if config.guard.store_url is None and not config.data_dir.is_dir():
+        raise UsageError(
+            f"data dir {config.data_dir} does not exist: pass the bots' --data-dir (or set "
+            "BROKER_GUARD_DATA_DIR); `broker-guard init` creates a new one"
+        )
+    return config
+
+
+def _manager(args: argparse.Namespace) -> SymbolFreezeManager:
     """The freeze manager on the configured store; an unreachable Redis is an error here, never
     memory."""
-    config = _config(args)
-    if config.guard.store_url is None and must_exist and not config.data_dir.is_dir():
-        raise UsageError(
-            f"data dir {config.data_dir} does not exist: pass --data-dir or set "
-            f"BROKER_GUARD_DATA_DIR"
-        )
+    config = _existing(_config(args))
     store = store_from_config(config, degrade=False)
     args.stores.append(store)
     manager = SymbolFreezeManager(config.freeze, store=store)
@@ -149,12 +160,15 @@ def _check_saved(manager: SymbolFreezeManager) -> None:
         raise StoreError(f"state store {manager.store.health().location}: {problem}")
 
 
-def _symbol(text: str) -> str:
+def _symbol(text: str, *, pair: bool = True) -> str:
+    """A symbol to act on; one that adds a freeze or restriction must name a pair (a bare
+    ``BTCUSDT`` would match no order on ``BTC/USDT``); one that lifts it may be any spelling the
+    guard froze (``AAPL``)."""
     try:
         canonical_symbol(text)
     except ValueError as exc:
         raise UsageError(f"bad symbol {text!r}: {exc}") from None
-    if "/" not in canonical_symbol(text):
+    if pair and "/" not in canonical_symbol(text):
         raise UsageError(f"bad symbol {text!r}: expected BASE-QUOTE such as BTC-USD")
     return text
 
@@ -209,26 +223,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_symbol(args: argparse.Namespace) -> int:
-    symbol = _symbol(args.symbol)
-    manager = _manager(args, must_exist=args.command in ("unfreeze", "unrestrict"))
-    if args.command == "freeze":
+    command = args.command
+    symbol = _symbol(args.symbol, pair=command in ("freeze", "restrict"))
+    manager = _manager(args)
+    if command == "freeze":
+        was = manager.is_frozen(symbol)
         manager.freeze(symbol, args.reason or "frozen by operator", for_hours=_freeze_hours(args))
-        changed = True
-    elif args.command == "unfreeze":
+        changed, said = True, "frozen again: reason and expiry replaced" if was else "frozen"
+    elif command == "unfreeze":
         changed = manager.unfreeze_symbol(symbol, args.reason or "unfrozen by operator")
-    elif args.command == "restrict":
+        said = "unfrozen" if changed else "no change: it was not frozen"
+    elif command == "restrict":
+        changed = not manager.is_restricted(symbol)
         manager.restrict(symbol)
-        changed = True
+        said = "restricted" if changed else "no change: it was already restricted"
     else:
+        changed = manager.is_restricted(symbol)
         manager.unrestrict(symbol)
-        changed = True
+        said = "unrestricted" if changed else "no change: it was not restricted"
     _check_saved(manager)
-    _emit(
-        args,
-        {"symbol": symbol, "action": args.command, "changed": changed},
-        f"{args.command} {symbol}: {'done' if changed else 'was not frozen'}",
-    )
+    if changed:
+        _record(manager, command, symbol, args.reason)
+    _emit(args, {"symbol": symbol, "action": command, "changed": changed}, f"{symbol}: {said}")
     return EXIT_OK
+
+
+def _record(manager: SymbolFreezeManager, action: str, symbol: str | None, reason: str) -> None:
+    """An operator's change, in the shared log ``operator`` (who, when, what, why)."""
+    manager.store.append(
+        "operator",
+        {
+            "at": utc_iso(time.time()),
+            "by": actor(),
+            "action": action,
+            "symbol": symbol,
+            "reason": reason or "",
+        },
+    )
 
 
 def _freeze_hours(args: argparse.Namespace) -> float | None:
@@ -247,7 +278,7 @@ def _freeze_hours(args: argparse.Namespace) -> float | None:
 
 
 def cmd_halt(args: argparse.Namespace) -> int:
-    manager = _manager(args, must_exist=args.command == "resume")
+    manager = _manager(args)
     if args.command == "halt":
         was = manager.halted
         halt = manager.halt(args.reason)
@@ -266,7 +297,7 @@ def cmd_halt(args: argparse.Namespace) -> int:
 
 
 def cmd_acknowledge_damage(args: argparse.Namespace) -> int:
-    manager = _manager(args, must_exist=True)
+    manager = _manager(args)
     marks = manager.acknowledge_damage()
     _check_saved(manager)
     _emit(
@@ -311,13 +342,12 @@ class ProgressBar:
 
 
 def _guard(args: argparse.Namespace) -> GuardedBroker:
-    config = _config(args)
+    broker = make_broker(args.broker)  # a bad broker spec is named before a missing data dir
+    config = _existing(_config(args))
     # degrades like a bot's: health reports an unreachable Redis as an alert
     store = store_from_config(config)
     args.stores.append(store)
-    return GuardedBroker(
-        make_broker(args.broker), config, store=store, on_event=ProgressBar(sys.stderr)
-    )
+    return GuardedBroker(broker, config, store=store, on_event=ProgressBar(sys.stderr))
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -331,7 +361,13 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_dust(args: argparse.Namespace) -> int:
-    result = _guard(args).dust(dry_run=args.dry_run, threshold_usd=args.threshold)
+    guard = _guard(args)
+    if args.execute and not args.dry_run and not _confirmed(args, "dust --execute"):
+        print("nothing done: not confirmed (pass --yes to skip the question)", file=sys.stderr)
+        return EXIT_USAGE
+    result = guard.dust(
+        dry_run=not args.execute or bool(args.dry_run), threshold_usd=args.threshold
+    )
     figures = {k: v for k, v in result.items() if k != "positions"} | {
         "positions": result["positions"]
     }
@@ -354,7 +390,11 @@ def cmd_dust(args: argparse.Namespace) -> int:
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
-    result = _guard(args).normalize(dry_run=not args.execute, minimum_position_usd=args.minimum)
+    guard = _guard(args)
+    if args.execute and not _confirmed(args, "normalize --execute"):
+        print("nothing done: not confirmed (pass --yes to skip the question)", file=sys.stderr)
+        return EXIT_USAGE
+    result = guard.normalize(dry_run=not args.execute, minimum_position_usd=args.minimum)
     table = [
         f"{a['symbol']:<12} {a['action']:<16} {a['status']:<9} ${a['usd_value'] or 0:>9.2f}"
         for a in result["actions"]
@@ -363,8 +403,38 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         f"actions required {result['actions_required']}, "
         f"executed {result['actions_executed']}, failed {result['actions_failed']}"
     )
+    failed = result.get("account_errors") or {}
+    summary += "".join(f"\nbroker failed for {a}: {why}" for a, why in failed.items())
     _emit(args, result, "\n".join([*table, summary]))
+    if failed:
+        return EXIT_BROKER
     return EXIT_ALERT if result["actions_failed"] else EXIT_OK
+
+
+def _confirmed(args: argparse.Namespace, what: str) -> bool:
+    """Real orders from a terminal: asked first, unless ``--yes``. A script (no terminal) is not
+    asked: ``--execute`` is its consent."""
+    if args.yes or not sys.stdin.isatty():
+        return True
+    answer = input(f"{what} places real orders at the broker. Continue? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the data dir (private) for bots and the CLI to share."""
+    config = _config(args)
+    if config.guard.store_url is not None:
+        _emit(args, {"changed": False}, "no change: the state is in Redis, nothing to create")
+        return EXIT_OK
+    existed = config.data_dir.is_dir()
+    make_private_dir(config.data_dir)
+    said = "no change: it exists" if existed else "created"
+    _emit(
+        args,
+        {"data_dir": str(config.data_dir), "changed": not existed},
+        f"{config.data_dir}: {said}",
+    )
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -384,25 +454,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="broker-guard-demo-")
+    if args.data_dir:
+        return _demo_in(args, args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="broker-guard-demo-") as data_dir:
+        return _demo_in(args, data_dir)
+
+
+def _demo_in(args: argparse.Namespace, data_dir: str) -> int:
     clock = FakeClock()
     broker = PaperBroker(prices=DEMO_PRICES, positions=DEMO_POSITIONS, cash=1000.0)
     config = GuardConfig.load(args.config, data_dir=data_dir, freeze={"auto_unfreeze": True})
-    # typed as the broker it wraps
-    guard: Any = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)
+    guarded = wrap(broker, config, clock=clock, sleep=clock.sleep)  # typed as a PaperBroker
+    guard = guard_of(guarded)  # the guard's own API: dust, normalize, health
 
     def screen(title: str) -> None:
         print(f"\n{'#' * 70}\n# {title}\n{'#' * 70}")
 
     screen("1/5 Enhanced Balance Fetcher: two network errors, then success")
     broker.fail_next("get_account_balance", 2, "network")
-    print(f"balance = ${guard.get_account_balance():.2f} (simulated waits: {clock.sleeps})")
+    print(f"balance = ${guarded.get_account_balance():.2f} (simulated waits: {clock.sleeps})")
     screen(
         "2/5 Enhanced Balance Fetcher: the broker stays down, fallback to the last known balance"
     )
     clock.advance(5 * 60)
     broker.fail_next("get_account_balance", 3, "network")
-    print(f"balance = ${guard.get_account_balance():.2f}")
+    print(f"balance = ${guarded.get_account_balance():.2f}")
     screen(
         "3/5 Symbol Freeze Manager: a delisted coin freezes, a restricted one is refused, a probe "
         "unfreezes"
@@ -410,18 +486,18 @@ def _demo(args: argparse.Namespace) -> int:
     broker.delist("LUNA-USD")
     for _ in range(3):
         try:
-            guard.get_current_price("LUNA-USD")
+            guarded.get_current_price("LUNA-USD")
         except Exception as exc:
             print(f"price call failed: {exc}")
     for symbol, side in (("LUNA-USD", "buy"), ("AUT-USD", "buy")):
         try:
-            guard.place_market_order(symbol, side, 1.0)
+            guarded.place_market_order(symbol, side, 1.0)
         except BrokerGuardError as exc:
             print(f"REFUSED {side} {symbol}: {type(exc).__name__}")
     broker.relist("LUNA-USD")
     clock.advance(24 * 3600)
     print(
-        f"after the 24h cooldown, the probe call returns {guard.get_current_price('LUNA-USD')}: "
+        f"after the 24h cooldown, the probe call returns {guarded.get_current_price('LUNA-USD')}: "
         f"LUNA-USD unfrozen"
     )
     screen("4/5 Broker Dust Cleanup: dry run, then for real")
@@ -430,7 +506,7 @@ def _demo(args: argparse.Namespace) -> int:
     screen("5/5 User Account Normalization: dry run, then for real")
     guard.normalize(dry_run=True)
     guard.normalize(dry_run=False)
-    guard.get_account_balance()  # the broker is back: the balance alerts clear
+    guarded.get_account_balance()  # the broker is back: the balance alerts clear
     health = guard.health()
     print(
         f"\nhealth: {'OK' if health['ok'] else health['alerts']}; orders placed: "
@@ -439,56 +515,81 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The options every command takes; on each subcommand too, so they go before or after it
+    (there ``default`` is SUPPRESS: an option given before the command is not reset)."""
+    parser.add_argument(
+        "--broker",
+        default=default or "paper",
+        help="paper (default), ccxt:<exchange id>, or module:factory",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=default,
+        help="state directory (default: guard.data_dir, $BROKER_GUARD_DATA_DIR, ./data)",
+    )
+    parser.add_argument(
+        "--config",
+        default=default,
+        help="config file (seed format; default config/cleanup_config.json)",
+    )
+    parser.add_argument(
+        "--store",
+        dest="store_url",
+        metavar="URL",
+        default=default,
+        help="shared state in Redis, e.g. redis://host:6379/0 (default: guard.store_url, "
+        "$BROKER_GUARD_STORE_URL, JSON files)",
+    )
+    parser.add_argument(
+        "--store-prefix",
+        default=default,
+        help="Redis key prefix of the deployment (default: guard.store_prefix, broker_guard)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default or False, help="machine-readable output"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="broker-guard",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--broker", default="paper", help="paper (default), ccxt:<exchange id>, or module:factory"
-    )
-    parser.add_argument(
-        "--data-dir",
-        help="state directory (default: guard.data_dir, $BROKER_GUARD_DATA_DIR, ./data)",
-    )
-    parser.add_argument(
-        "--config", help="config file (seed format; default config/cleanup_config.json)"
-    )
-    parser.add_argument(
-        "--store",
-        dest="store_url",
-        metavar="URL",
-        help="shared state in Redis, e.g. redis://host:6379/0 (default: guard.store_url, "
-        "$BROKER_GUARD_STORE_URL, JSON files)",
-    )
-    parser.add_argument(
-        "--store-prefix",
-        help="Redis key prefix of the deployment (default: guard.store_prefix, broker_guard)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--version", action="version", version=f"broker-guard {__version__}")
+    _global_options(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="show every component on the paper broker")
-    sub.add_parser("status", help="frozen symbols, pending failures, balances, persistence")
-    sub.add_parser("health", help="exit 1 when an alert is raised")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, parents=[common])
+
+    command("demo", "show every component on the paper broker")
+    command("init", "create the data dir the bots and this command share")
+    command("status", "frozen symbols, pending failures, balances, persistence")
+    command("health", "exit 1 when an alert is raised")
     for name in ("halt", "resume"):
-        p = sub.add_parser(
+        p = command(
             name,
-            help="refuse entries on every symbol, fleet-wide, until resumed (exits, prices and "
+            "refuse entries on every symbol, fleet-wide, until resumed (exits, prices and "
             "balances still pass)"
             if name == "halt"
             else "lift the halt",
         )
         p.add_argument("--reason", required=True, help="why: recorded with who and when")
-    for name in ("freeze", "unfreeze", "restrict", "unrestrict"):
-        about = {
-            "freeze": "freeze a symbol for every guard on this state: entries refused, exits "
-            "allowed. Never expires unless given --for or --until; then one price call probes it",
-        }
-        text = about.get(name, f"{name} a symbol in the shared state")
-        p = sub.add_parser(name, help=text, description=text)
+    about = {
+        "freeze": "freeze a symbol for every guard on this state: entries refused, exits "
+        "allowed. Never expires unless given --for or --until; then one price call probes it",
+        "unfreeze": "lift a freeze, in the spelling the guard froze it (BTC-USD, AAPL)",
+        "restrict": "never trade a symbol: every call on it refused",
+        "unrestrict": "lift a restriction",
+    }
+    for name, text in about.items():
+        p = command(name, text)
         p.add_argument("symbol")
-        p.add_argument("--reason", default="")
+        p.add_argument("--reason", default="", help="why: recorded in the operator log")
         if name == "freeze":
             expiry = p.add_mutually_exclusive_group()
             expiry.add_argument(
@@ -497,25 +598,29 @@ def build_parser() -> argparse.ArgumentParser:
             expiry.add_argument(
                 "--until", metavar="TIME", help="probe it after an ISO time with offset"
             )
-    sub.add_parser(
+    command(
         "acknowledge-damage",
-        help="after reviewing damaged state changes that named no symbol (see health), let "
+        "after reviewing damaged state changes that named no symbol (see health), let "
         "entries resume",
     )
-    dust = sub.add_parser("dust", help="close positions under the dust threshold")
-    dust.add_argument("--dry-run", action="store_true", default=None)
+    dust = command("dust", "close positions under the dust threshold (dry run unless --execute)")
+    dust.add_argument("--dry-run", action="store_true", default=None, help="the default")
+    dust.add_argument("--execute", action="store_true", help="really place the orders")
     dust.add_argument("--threshold", type=float)
-    norm = sub.add_parser(
-        "normalize", help="close or flag positions under the minimum (dry run unless --execute)"
+    dust.add_argument("--yes", action="store_true", help="do not ask before placing orders")
+    norm = command(
+        "normalize", "close or flag positions under the minimum (dry run unless --execute)"
     )
-    norm.add_argument("--dry-run", action="store_true", default=True)
+    norm.add_argument("--dry-run", action="store_true", default=True, help="the default")
     norm.add_argument("--execute", action="store_true", help="really place the orders")
     norm.add_argument("--minimum", type=float)
+    norm.add_argument("--yes", action="store_true", help="do not ask before placing orders")
     return parser
 
 
 COMMANDS = {
     "demo": cmd_demo,
+    "init": cmd_init,
     "status": cmd_status,
     "health": cmd_health,
     "halt": cmd_halt,

@@ -25,6 +25,11 @@ class ConfigError(BrokerGuardError, ValueError):
         self.allowed = allowed
 
 
+class NothingToGuardError(BrokerGuardError, TypeError):
+    """The profile found no balance, price or order method on the broker: wrapping it would
+    guard nothing. The message names the methods looked for and how to map the broker's own."""
+
+
 class GuardRefusedError(BrokerGuardError):
     """The guard refused a call before it reached the broker."""
 

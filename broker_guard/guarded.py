@@ -10,8 +10,13 @@ proxy.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
+from broker_guard.clock import Clock, Sleep
+from broker_guard.config import GuardConfig
+from broker_guard.events import EventHook
+from broker_guard.guard.profiles import Profile
 from broker_guard.guard.proxy import BrokerProxy
 from broker_guard.liquidation.dust import dust_pass, scan
 from broker_guard.liquidation.health import guard_health
@@ -41,7 +46,9 @@ class GuardedBroker(BrokerProxy):
     unless it is a Redis URL). ``profile``: ``"auto"``, ``"generic"``,
     ``"ccxt"``, a ``Profile`` or a ``{method: role}`` mapping. ``clock``,
     ``sleep`` and ``async_sleep`` are injectable for tests; ``on_event``
-    receives ``GuardEvent``s.
+    receives ``GuardEvent``s. ``strict=False``: a broker on which the profile
+    finds no balance, price or order method is wrapped with a warning instead of
+    ``NothingToGuardError``. ``wrap()`` is the same guard, typed as the broker.
     """
 
     _guard_own_api = OWN_API
@@ -114,4 +121,51 @@ class GuardedBroker(BrokerProxy):
             self._self_maintenance.stop(timeout)
 
 
-__all__ = ["GuardedBroker"]
+B = TypeVar("B")
+
+
+def wrap(
+    broker: B,
+    config: GuardConfig | None = None,
+    *,
+    store: Any = None,
+    profile: str | Profile | Mapping[str, Any] = "auto",
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    async_sleep: Callable[[float], Any] | None = None,
+    on_event: EventHook | None = None,
+    transient_exceptions: tuple[type[BaseException], ...] = (),
+    secrets: Iterable[str] = (),
+    strict: bool = True,
+) -> B:
+    """``GuardedBroker(broker, ...)`` typed as the broker itself, so a type checker checks every
+    call through it against the broker's own signatures and accepts it wherever the broker's
+    type is expected (it is one: ``isinstance(guarded, type(broker))`` holds). The guard's own
+    API (``health``, ``halt``, ``dust``...) is ``guard_of(guarded)``."""
+    guarded = GuardedBroker(
+        broker,
+        config,
+        store=store,
+        profile=profile,
+        clock=clock,
+        sleep=sleep,
+        async_sleep=async_sleep,
+        on_event=on_event,
+        transient_exceptions=transient_exceptions,
+        secrets=secrets,
+        strict=strict,
+    )
+    return cast(B, guarded)
+
+
+def guard_of(guarded: object) -> GuardedBroker:
+    """The guard behind a broker ``wrap`` returned, typed, for the guard's own API."""
+    if isinstance(guarded, GuardedBroker):
+        return guarded
+    raise TypeError(
+        f"{type(guarded).__name__} is not a guarded broker: wrap it first "
+        "(guarded = broker_guard.wrap(broker))"
+    )
+
+
+__all__ = ["GuardedBroker", "guard_of", "wrap"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from broker_guard import GuardConfig, GuardedBroker, SymbolFrozenError
+from broker_guard import GuardConfig, SymbolFrozenError, guard_of, wrap
 from broker_guard.testing import FakeClock
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     clock = FakeClock()  # time moves only when the guard "sleeps"
     broker = MyBroker()
     config = GuardConfig.load(env={}, data_dir=tempfile.mkdtemp(prefix="broker-guard-example-"))
-    guarded = GuardedBroker(broker, config, clock=clock, sleep=clock.sleep)
+    guarded = wrap(broker, config, clock=clock, sleep=clock.sleep)  # typed as a MyBroker
 
     print(
         f"\n1. Drop-in: {guarded.describe()}; isinstance MyBroker: {isinstance(guarded, MyBroker)}"
@@ -72,8 +72,8 @@ def main() -> None:
         print(f"   buy refused: {exc}")
     print(f"   sell allowed: {guarded.place_market_order('AUTX-USD', 'sell', 1.0)['status']}")
     print(
-        f"\n5. health: {guarded.health()['alerts'] or 'no alerts'}; frozen: "
-        f"{guarded.health()['frozen_symbols']}"
+        f"\n5. health: {guard_of(guarded).health()['alerts'] or 'no alerts'}; frozen: "
+        f"{guard_of(guarded).health()['frozen_symbols']}"
     )
 
 

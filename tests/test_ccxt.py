@@ -675,25 +675,30 @@ def test_an_exchange_market_id_meets_the_freeze_of_its_unified_symbol(
 
 
 @MODES
-def test_a_market_id_before_markets_are_loaded_is_refused_while_anything_is_frozen(
+def test_a_market_id_before_markets_are_loaded_is_judged_once_the_guard_loaded_them(
     is_async: bool,
 ) -> None:
-    """The exchange loads its markets inside create_order and may read the id as a frozen
-    market: while it cannot be told, the entry is unconfirmed; a unified symbol still passes."""
+    """The exchange would load its markets inside create_order and may read the id as a frozen
+    market: the guard loads them first (the same request), then judges the market the id names.
+    With nothing of it frozen the order goes (the shipped restricted list is not a reason)."""
     exchange, server = make_exchange(BINANCE, is_async)
     clock = FakeClock()
     guard = GuardedBroker(exchange, store=MemoryStore(), clock=clock, sleep=clock.sleep)
 
     async def body() -> None:
         try:
-            guard.freeze_manager.freeze("DOGE/USDT", "review")
-            with pytest.raises(SymbolFrozenError, match="load_markets"):
-                await maybe(guard.create_order("DOGEUSDT", "market", "buy", 100))
-            assert server.calls(BINANCE.order) == []
-            await maybe(guard.create_order("BTC/USDT", "market", "buy", 0.001))
-            assert len(server.calls(BINANCE.order)) == 1  # a unified symbol is read as itself
-            with pytest.raises(SymbolFrozenError):  # markets now loaded: the id is DOGE/USDT
-                await maybe(guard.create_order("DOGEUSDT", "market", "buy", 100))
+            await maybe(guard.create_order("BTCUSDT", "market", "buy", 0.001))
+            assert len(server.calls(BINANCE.order)) == 1
+            fresh, fresh_server = make_exchange(BINANCE, is_async)
+            try:
+                other = GuardedBroker(fresh, store=MemoryStore(), clock=clock, sleep=clock.sleep)
+                other.freeze_manager.freeze("DOGE/USDT", "review")
+                with pytest.raises(SymbolFrozenError):
+                    await maybe(other.create_order("DOGEUSDT", "market", "buy", 100))
+                assert fresh_server.calls(BINANCE.order) == []
+            finally:
+                await maybe(fresh.close()) if is_async else None
+                fresh_server.close()
         finally:
             await maybe(exchange.close()) if is_async else None
 
@@ -701,3 +706,53 @@ def test_a_market_id_before_markets_are_loaded_is_refused_while_anything_is_froz
         asyncio.run(body())
     finally:
         server.close()
+
+
+def _binance_market(kind: str, symbol: str, settle: str | None = None) -> dict[str, Any]:
+    swap = kind == "swap"
+    return {
+        "id": "BTCUSDT",
+        "symbol": symbol,
+        "base": "BTC",
+        "quote": "USDT",
+        "settle": settle,
+        "type": kind,
+        "spot": not swap,
+        "swap": swap,
+        "future": False,
+        "option": False,
+        "margin": False,
+        "contract": swap,
+        "linear": True if swap else None,
+        "inverse": False if swap else None,
+        "contractSize": 1 if swap else None,
+        "active": True,
+        "precision": {"amount": 0.001, "price": 0.01},
+        "limits": {"amount": {}, "price": {}, "cost": {}},
+        "info": {"orderTypes": ["LIMIT"]},
+    }
+
+
+def test_a_plain_symbol_is_judged_as_the_market_the_exchanges_default_type_trades() -> None:
+    """binance with defaultType swap trades ``BTC/USDT`` as ``BTC/USDT:USDT``."""
+    exchange = ccxt.binance(
+        {"apiKey": API_KEY, "secret": SECRET, "options": {"defaultType": "swap"}}
+    )
+    exchange.set_markets(
+        [_binance_market("spot", "BTC/USDT"), _binance_market("swap", "BTC/USDT:USDT", "USDT")]
+    )
+    sent: list[str] = []
+
+    def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        sent.append(f"{method} {url}")
+        raise ccxt.ExchangeNotAvailable("no network in tests")
+
+    exchange.fetch = fetch
+    guard = GuardedBroker(exchange, store=MemoryStore())
+    assert exchange.market("BTC/USDT")["symbol"] == "BTC/USDT:USDT"
+    guard.freeze_manager.freeze("BTC/USDT:USDT", "review")
+    with pytest.raises(SymbolFrozenError):
+        guard.create_order("BTC/USDT", "limit", "buy", 1, 100)
+    with pytest.raises(SymbolFrozenError):
+        guard.fetch_ticker("BTC/USDT")
+    assert not [r for r in sent if r.startswith("POST")]  # only the position was read

@@ -357,3 +357,15 @@ def test_a_halt_the_store_refuses_stays_in_force_here_and_is_shared_once_the_sto
     clock.advance(5)
     other.place_market_order("BTC-USD", "buy", 0.01)
     guard.place_market_order("BTC-USD", "buy", 0.01)
+
+
+def test_resuming_a_halt_only_this_process_had_lifts_it_before_any_refresh() -> None:
+    clock = FakeClock()
+    store = RefusingStore()
+    guard = guard_on(store, clock)
+    store.refusing = True
+    guard.halt("exchange incident")
+    store.refusing = False  # the store is back; no refresh has run yet
+    assert guard.resume("checked") is True
+    clock.advance(5)
+    guard.place_market_order("BTC-USD", "buy", 0.01)

@@ -33,6 +33,7 @@ from broker_guard.errors import GuardRefusedError, InvalidResponseError, StateUn
 from broker_guard.guard.balance_fetcher import RequestTimeout
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.exposure import QUANTITY_KEYS, SYMBOL_KEYS, HoldingRead, field
+from broker_guard.guard.markets import MarketsUnknown
 from broker_guard.guard.profiles import MethodSpec, is_ccxt
 from broker_guard.redact import logger as redact_logger
 from broker_guard.redact import redact
@@ -280,9 +281,10 @@ class OrderBody:
         self.index = (*indexes, -1, -1, -1, -1, -1)[:5]  # symbol, side, params, batch, amount
         self.names = (spec.symbol, spec.side, spec.params or "params", spec.batch, spec.amount)
 
-    def enter(self, args: Args, kwargs: Kwargs) -> tuple[Pending, ...] | None:
+    def enter(self, args: Args, kwargs: Kwargs, *, load: bool = True) -> tuple[Pending, ...] | None:
         """None: the order may go; else the exits still to confirm against the holding. Raises the
-        refusal of an entry."""
+        refusal of an entry, or ``MarketsUnknown`` (``load``) for the driver to load the markets
+        and ask again."""
         if self.only_reduces:
             return None
         symbol_at, side_at, params_at, batch_at, amount_at = self.index
@@ -296,17 +298,19 @@ class OrderBody:
                 symbol, carried_side, carried_amount, carried = order_fields(symbol)
                 side, amount = side or carried_side, amount or carried_amount
                 params = params if isinstance(params, Mapping) else carried
-            pending = self.judge(symbol, side, amount, params, kwargs)
+            pending = self.judge(symbol, side, amount, params, kwargs, load)
             return None if pending is None else (pending,)
         pendings = []
         for order in arg(args, kwargs, batch_at, batch_name) or ():
             symbol, side, amount, inner = order_fields(order)
-            got = self.judge(symbol, side, amount, inner, params)
+            got = self.judge(symbol, side, amount, inner, params, load)
             if got is not None:
                 pendings.append(got)
         return tuple(pendings) or None
 
-    def judge(self, symbol: Any, side: Any, amount: Any, params: Any, more: Any) -> Pending | None:
+    def judge(
+        self, symbol: Any, side: Any, amount: Any, params: Any, more: Any, load: bool = True
+    ) -> Pending | None:
         """Refuse an entry on a symbol the guard does not trust; an exit, an unnamed symbol or a
         trusted one passes. A possible exit comes back pending its holding."""
         if not isinstance(symbol, str) or not symbol.strip():
@@ -315,7 +319,7 @@ class OrderBody:
             if blanket is not None:
                 raise self.freeze.refused("?", blanket)
             return None
-        symbol, refusal = self.market_refusal(symbol)
+        symbol, refusal = self.market_refusal(symbol, load)
         if refusal is None:
             return None
         canon = canonical_symbol(symbol)
@@ -335,17 +339,21 @@ class OrderBody:
         read = self.profile.holding_read(self.broker, symbol, order.derivative, params)
         return Pending(order, canon, refusal, read)
 
-    def market_refusal(self, symbol: str) -> tuple[str, GuardRefusedError | None]:
+    def market_refusal(self, symbol: str, load: bool) -> tuple[str, GuardRefusedError | None]:
         """The market the broker will trade ``symbol`` as (a ccxt market id is the market it
-        names), and the refusal an entry on it meets. While the broker cannot tell which market
-        an id is (ccxt markets not loaded) and anything is frozen or restricted, the entry is
-        unconfirmed: it could be on that symbol."""
+        names), and the refusal an entry on it meets. While the broker cannot tell (ccxt markets
+        not loaded) the driver is asked to load them (``load``); if it still cannot and anything
+        is frozen or restricted, the entry is unconfirmed: it could be on that symbol."""
         markets = self.markets
-        named = symbol if markets is None else markets.same.get(symbol) or markets.confirmed(symbol)
+        named = symbol if markets is None else markets.confirmed(symbol)
+        if named is None and load and markets is not None:
+            loader = markets.loader()
+            if loader is not None:
+                raise MarketsUnknown(loader)
         refusal = self.freeze.refusal(canonical_symbol(named or symbol))
         if named is None and refusal is None and self.freeze.blocked:
             refusal = StateUnconfirmedError(
-                f"cannot tell which market {symbol!r} is: the exchange's markets are not loaded "
+                f"cannot tell which market {symbol!r} is: the exchange's markets did not load "
                 "and a symbol is frozen or restricted. Call load_markets() before trading by "
                 "market id, or use the unified symbol (BASE/QUOTE).",
                 symbol=symbol,
@@ -358,11 +366,11 @@ class OrderBody:
         held = None if error is not None or read is None else read.parse(answer)
         if gate.reduces(order, held):
             log.info(
-                "%s %s on %s passes as an exit: it reduces %s",
+                "%s %s on %s passes as an exit: %s",
                 order.side,
                 order.amount,
                 order.symbol,
-                held,
+                f"it reduces {held}" if held is not None else "on spot a sell cannot go short",
             )
             return
         refusal = pending.refusal
@@ -396,10 +404,24 @@ class Pending:
 def order_fields(order: Any) -> tuple[Any, Any, Any, Any]:
     """The symbol, side, amount and params an order object or mapping carries (a batch entry, a
     vendor's order object); an enum symbol by its value."""
-    symbol = order.value if isinstance(order, Enum) else field(order, SYMBOL_KEYS)
+    symbol = order.value if isinstance(order, Enum) else readable(order, SYMBOL_KEYS)
     if isinstance(symbol, Enum):
         symbol = symbol.value
-    return symbol, field(order, ORDER_SIDE_KEYS), field(order, QUANTITY_KEYS), field(order, PARAMS)
+    return (
+        symbol,
+        readable(order, ORDER_SIDE_KEYS),
+        readable(order, QUANTITY_KEYS),
+        readable(order, PARAMS),
+    )
+
+
+def readable(order: Any, keys: tuple[str, ...]) -> Any:
+    """A field of a broker's order object; None when reading it raises (a property that cannot
+    answer for this kind of order): unread, as if absent."""
+    try:
+        return field(order, keys)
+    except Exception:  # the object's own error: the field is unreadable, the order still judged
+        return None
 
 
 def side_name(side: Any) -> str | None:
@@ -520,7 +542,11 @@ def sync_order_driver(broker: Any, name: str, body: OrderBody) -> Callable[..., 
     enter, confirm = body.enter, body.confirm
 
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        pending = enter(args, kwargs)
+        try:
+            pending = enter(args, kwargs)
+        except MarketsUnknown as unknown:  # what the exchange would do itself, then judged again
+            unknown.load()
+            pending = enter(args, kwargs, load=False)
         for item in pending or ():
             answer, error = None, None
             if item.read is not None:
@@ -538,7 +564,13 @@ def async_order_driver(broker: Any, name: str, body: OrderBody) -> Callable[...,
     enter, confirm = body.enter, body.confirm
 
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        pending = enter(args, kwargs)
+        try:
+            pending = enter(args, kwargs)
+        except MarketsUnknown as unknown:
+            loaded = unknown.load()
+            if inspect.isawaitable(loaded):
+                await loaded
+            pending = enter(args, kwargs, load=False)
         for item in pending or ():
             answer, error = None, None
             if item.read is not None:

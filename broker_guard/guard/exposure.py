@@ -25,7 +25,7 @@ from broker_guard.core.validate import real_number
 from broker_guard.symbols import base_asset, canonical_symbol
 
 Params = Mapping[str, Any] | None
-SYMBOL_KEYS = ("symbol", "product_id", "instrument", "pair", "ticker")
+SYMBOL_KEYS = ("symbol", "product_id", "instrument", "instrument_id", "pair", "ticker")
 ASSET_KEYS = ("currency", "asset", "base", "base_currency", "coin")
 QUANTITY_KEYS = ("quantity", "qty", "amount", "size", "balance", "total", "contracts")
 SIDE_KEYS = ("side", "position_side", "positionSide", "posSide", "direction")

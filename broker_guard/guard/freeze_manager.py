@@ -650,10 +650,14 @@ class SymbolFreezeManager:
         record = Halt(
             redact(reason.strip(), self._secrets), redact(by or actor(), self._secrets), now
         )
-        self._unsaved_halt = None
+        unsaved, self._unsaved_halt = self._unsaved_halt, None
         removed = self._persist(
             [HALT_KEY, rules.RESUMED_KEY], lambda doc: rules.resume(doc, record), replay=False
         )
+        if removed is None and unsaved is not None:  # the shared state has none: it was ours
+            with self._lock:
+                self._set_book(Book(self._frozen, self._counts, self._book.restricted, None))
+            removed = unsaved
         if removed is None:
             log.info("trading was not halted: nothing to resume")
             return False

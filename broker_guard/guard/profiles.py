@@ -22,12 +22,12 @@ from broker_guard.guard.exposure import (
     ccxt_holding,
     positions_holding,
 )
-from broker_guard.guard.markets import SymbolLookup, ccxt_market_symbol
+from broker_guard.guard.markets import SymbolLookup, ccxt_load_markets, ccxt_market_symbol
 
 ROLES = ("balance", "price", "positions", "order")
 AMOUNT_NAMES = ("amount", "quantity", "qty", "size", "volume", "units")
 # what a broker's own methods call their symbol and side parameters, when not ``symbol``/``side``
-SYMBOL_NAMES = ("symbol", "ticker", "pair", "instrument", "instrument_id", "product_id", "market")
+SYMBOL_NAMES = ("symbol", "ticker", "pair", "instrument", "instrument_id", "product_id")
 SIDE_NAMES = ("side", "direction", "action", "order_side")
 # a first parameter named like these is not the symbol, whatever its position
 NOT_SYMBOL = frozenset({*SIDE_NAMES, *AMOUNT_NAMES, "price", "type", "order_type", "params"})
@@ -81,6 +81,7 @@ class Profile:
     # the market the broker reads a symbol as (ccxt: a market id ``BTCUSDT`` is ``BTC/USDT``), so
     # an id does not get round a freeze; None: symbols are taken as written
     market_symbol: SymbolLookup | None = None
+    load_markets: Callable[[object], Any] | None = None  # lets ``market_symbol`` tell (ccxt)
 
     def is_derivative(self, broker: object, symbol: str, params: Params) -> bool:
         if self.derivatives:
@@ -237,6 +238,7 @@ CCXT = Profile(
     market=ccxt_derivative,
     holding=ccxt_holding,
     market_symbol=ccxt_market_symbol,
+    load_markets=ccxt_load_markets,
 )
 
 PROFILES = {"generic": GENERIC, "ccxt": CCXT}
@@ -296,7 +298,8 @@ def fitted(spec: MethodSpec, func: Callable[..., Any]) -> MethodSpec:
     for attr, usual in (("symbol", SYMBOL_NAMES), ("side", SIDE_NAMES)):
         current = getattr(spec, attr)
         if current is not None and current not in names:
-            found = next((n for n in usual if n in names), None)
+            # only a parameter every call must give: an optional ``instrument=None`` is a flag
+            found = next((n for n in usual if n in names and _required(names[n])), None)
             if found is not None:
                 changes[attr] = found
     if spec.role == "order" and spec.amount is None:
@@ -304,6 +307,14 @@ def fitted(spec: MethodSpec, func: Callable[..., Any]) -> MethodSpec:
         if amount is not None:
             changes["amount"] = amount
     return replace(spec, **changes) if changes else spec
+
+
+def _required(param: inspect.Parameter) -> bool:
+    return param.default is param.empty and param.kind in (
+        param.POSITIONAL_ONLY,
+        param.POSITIONAL_OR_KEYWORD,
+        param.KEYWORD_ONLY,
+    )
 
 
 def positional_params(func: Callable[..., Any]) -> int:

@@ -13,6 +13,7 @@ guard the new broker with a new ``GuardedBroker``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,7 +21,7 @@ import wrapt
 
 from broker_guard.clock import Clock, Sleep, asyncio_sleep, system_clock, system_sleep
 from broker_guard.config import GuardConfig
-from broker_guard.errors import ConfigError
+from broker_guard.errors import ConfigError, NothingToGuardError
 from broker_guard.events import EventHook
 from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.guard.calls import make_method
@@ -51,11 +52,19 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     _guard_layout: _Layout = ()  # set on the per-guard subclass
 
     def __new__(
-        cls, broker: object, *args: Any, profile: Any = "auto", **kwargs: Any
+        cls,
+        broker: object,
+        *args: Any,
+        profile: Any = "auto",
+        strict: bool = True,
+        **kwargs: Any,
     ) -> BrokerProxy:
         if isinstance(broker, BrokerProxy):
             raise TypeError("this broker is already guarded; wrap the raw broker once")
-        layout = _layout(broker, resolve_profile(broker, profile))
+        chosen = resolve_profile(broker, profile)
+        layout = _layout(broker, chosen)
+        if not any(spec.role in GUARDED_ROLES for _, spec, _, _ in layout):
+            _nothing_guarded(broker, chosen, strict)
         instance: BrokerProxy = super().__new__(_guarded_class(cls, broker, layout))
         return instance
 
@@ -72,6 +81,7 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         on_event: EventHook | None = None,
         transient_exceptions: tuple[type[BaseException], ...] = (),
         secrets: Iterable[str] = (),
+        strict: bool = True,
     ) -> None:
         super().__init__(broker)
         config = _checked(config)
@@ -118,7 +128,7 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             secrets=secrets,
             on_event=on_event,
             is_async=any(is_async for _, _, is_async, _ in layout),
-            markets=MarketNames(broker, lookup) if lookup is not None else None,
+            markets=MarketNames(broker, lookup, chosen.load_markets) if lookup else None,
         )
         _install_methods(self._self_ctx, type(self), layout)
         self._self_warn_shadowed(broker)
@@ -197,6 +207,33 @@ def _layout(broker: object, profile: Profile) -> _Layout:
         spec = fitted(spec, method)
         layout.append((name, spec, inspect.iscoroutinefunction(method), _indexes(method, spec)))
     return tuple(layout)
+
+
+GUARDED_ROLES = ("balance", "price", "order")
+_warned_unguarded: set[type] = set()
+
+
+def _nothing_guarded(broker: object, profile: Profile, strict: bool) -> None:
+    """A guard over a broker whose methods the profile does not know would guard nothing: say
+    which methods were looked for and how to name the broker's own (raise, or warn once)."""
+    looked = "; ".join(
+        f"{role}: {', '.join(n for n, s in profile.methods.items() if s.role == role)}"
+        for role in GUARDED_ROLES
+    )
+    own = [n for n in dir(broker) if not n.startswith("_") and callable(getattr(broker, n, None))]
+    message = (
+        f"{type(broker).__name__} has none of the methods the {profile.name!r} profile guards "
+        f"({looked}): nothing would be guarded. Name yours, for example "
+        "GuardedBroker(broker, profile={'balance': 'balance', 'price': 'price', "
+        "'place': 'order'}) or a Profile.custom(...) with MethodSpec for other parameter names. "
+        f"Its public methods: {', '.join(own[:20]) or 'none'}."
+    )
+    if strict:
+        raise NothingToGuardError(message)
+    if type(broker) not in _warned_unguarded:
+        _warned_unguarded.add(type(broker))
+        warnings.warn(message, stacklevel=4)
+        log.warning("%s", message)
 
 
 def _guarded_class(cls: type, broker: object, layout: _Layout) -> type:

@@ -40,7 +40,10 @@ from broker_guard.state.records import Change, ChangeLog, RecordPath, Records
 log = redact_logger("broker_guard.store")
 
 SNAPSHOT_VERSION = 2
-URGENT_WAIT = 0.0  # a trading call never waits for the state lock: one try, else kept in memory
+# the longest a trading call's write waits for another process's lock (held about a millisecond
+# per write): short enough that a stopped process never stalls trading, long enough that
+# ordinary contention is never mistaken for a failing disk and a count reset is not lost
+URGENT_WAIT = 0.05
 LOCK_POLL = 0.005  # how often a writer waiting for another process tries the lock again
 FLUSH_INTERVAL = 0.5  # how often a background writer retries a busy lock
 _OPEN_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -149,9 +152,9 @@ class JsonFileStore:
         process holds the lock past ``lock_timeout``. While the disk fails or the lock is busy the
         change applies in memory and is written later, except ``replay=False`` ones (a reset, an
         unfreeze): another process may have frozen again meanwhile. ``urgent`` (the trading path)
-        never waits for the lock: one try, and while another process holds it the change is
-        kept in memory and written by the next call, a background writer, or at exit. A writer
-        that waits does so with the thread lock released, so reads never queue behind it.
+        waits at most ``URGENT_WAIT`` for another process's lock; past it the change is kept
+        in memory and written by the next call, a background writer, or at exit. A writer that
+        waits does so with the thread lock released, so reads never queue behind it.
         """
         paths = None if keys is None else list(keys)
         wait = URGENT_WAIT if urgent else None

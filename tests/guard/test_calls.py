@@ -456,3 +456,53 @@ def test_a_batch_entry_that_is_not_a_mapping_is_judged_by_what_it_carries(halted
         with pytest.raises(TradingHaltedError):
             guard.create_orders([("ETH/USDT", "buy")])
     assert broker.sent == []
+
+
+class FlagBroker:
+    """``market`` and ``instrument`` here are flags, not the symbol."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def get_price(self, coin: str, market: str = "spot") -> float:
+        return 1.0
+
+    def place_order(
+        self, coin: str, side: str, qty: float, price: Any = None, instrument: Any = None
+    ) -> str:
+        self.sent.append((coin, side, qty))
+        return "ok"
+
+
+def test_an_optional_parameter_named_like_a_symbol_is_not_taken_for_it() -> None:
+    broker = FlagBroker()
+    guard = GuardedBroker(broker, store=MemoryStore())
+    guard.freeze_manager.freeze("BTC-USD", "review")
+    with pytest.raises(SymbolFrozenError):
+        guard.place_order("BTC-USD", "buy", 1)
+    with pytest.raises(SymbolFrozenError):
+        guard.get_price("BTC-USD")
+    assert broker.sent == []
+
+
+@dataclass
+class NotionalOrder:
+    symbol: str
+    side: str
+    notional: float
+
+    @property
+    def quantity(self) -> float:
+        raise ValueError("quantity unknown for a notional order")
+
+
+def test_an_order_object_whose_field_raises_is_still_judged_and_exits_pass() -> None:
+    broker = ReorderedBroker()
+    guard = GuardedBroker(broker, store=MemoryStore())
+    assert guard.submit_order(NotionalOrder("ETH-USD", "sell", 100)) == "ok"
+    guard.freeze_manager.freeze("BTC-USD", "review")
+    with pytest.raises(SymbolFrozenError):
+        guard.submit_order(NotionalOrder("BTC-USD", "buy", 100))
+    with pytest.raises(SymbolFrozenError):
+        guard.submit_order({"instrument_id": "BTC-USD", "side": "buy", "qty": 1})
+    assert guard.submit_order(NotionalOrder("BTC-USD", "sell", 100)) == "ok"  # an exit

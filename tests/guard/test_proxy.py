@@ -5,7 +5,15 @@ from typing import Any
 
 import pytest
 
-from broker_guard import GuardedBroker, GuardEvent, MemoryStore, MethodSpec, SymbolFrozenError
+from broker_guard import (
+    GuardedBroker,
+    GuardEvent,
+    MemoryStore,
+    MethodSpec,
+    NothingToGuardError,
+    SymbolFrozenError,
+    SymbolRestrictedError,
+)
 from broker_guard.config import GuardConfig
 from broker_guard.testing import PaperBroker
 
@@ -226,3 +234,36 @@ def test_a_guard_whose_init_never_ran_refuses_instead_of_passing_through() -> No
     ):
         half_built.place_market_order("BTC-USD", "buy", 1.0)
     assert broker.orders == []
+
+
+class OwnNames:
+    """A broker whose methods the generic profile does not know."""
+
+    def balance(self) -> float:
+        return 100.0
+
+    def price(self, symbol: str) -> float:
+        return 1.0
+
+    def positions(self) -> list[Any]:
+        return []
+
+
+def test_a_broker_the_profile_finds_nothing_on_is_refused_with_what_was_looked_for() -> None:
+    with pytest.raises(NothingToGuardError) as raised:
+        GuardedBroker(OwnNames(), store=MemoryStore())
+    message = str(raised.value)
+    assert "get_current_price" in message and "place_market_order" in message
+    assert "balance, positions, price" in message  # the broker's own, to map
+    assert "profile=" in message
+
+
+def test_strict_false_warns_once_and_mapping_the_methods_guards_them() -> None:
+    with pytest.warns(UserWarning, match="nothing would be guarded"):
+        loose = GuardedBroker(OwnNames(), store=MemoryStore(), strict=False)
+    assert loose.price("AUT-USD") == 1.0  # unguarded, as warned
+    mapped = GuardedBroker(
+        OwnNames(), store=MemoryStore(), profile={"balance": "balance", "price": "price"}
+    )
+    with pytest.raises(SymbolRestrictedError):
+        mapped.price("AUT-USD")

@@ -369,3 +369,28 @@ def test_a_reader_never_waits_behind_a_writer_waiting_for_another_process(
         other.release()
     writing.join(10)
     assert store.read("state") == {"n": 2}
+
+
+def test_a_trading_write_waits_out_ordinary_contention_instead_of_keeping_it_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's write holds the lock about a millisecond: a trading call's write (a
+    failure count's reset) waits that out instead of going to memory, where a reset (not
+    replayed) would be lost and the failures counted as consecutive."""
+    import broker_guard.state.files as files
+
+    store = JsonFileStore(tmp_path)
+    store.update("state", _incr)
+    other = filelock.FileLock(tmp_path / "state.json.lock")
+    other.acquire()
+    waits: list[float] = []
+
+    def other_process_finishes(seconds: float) -> None:  # no real wait: the holder lets go
+        waits.append(seconds)
+        other.release()
+
+    monkeypatch.setattr(files.time, "sleep", other_process_finishes)
+    store.update("state", _incr, urgent=True, replay=False)
+    assert waits  # it waited for the lock ...
+    assert store.health().ok  # ... and wrote: nothing kept in memory, nothing reported degraded
+    assert JsonFileStore(tmp_path).read("state") == {"n": 2}
