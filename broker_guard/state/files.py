@@ -727,11 +727,9 @@ class JsonFileStore:
                 raise
             time.sleep(min(LOCK_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            if first:
-                _clean_temp_files(self.data_dir, name)
-            yield
+            with self._held(name, lock, first):
+                yield
         finally:
-            lock.release()
             self._thread_lock.release()
 
     @contextlib.contextmanager
@@ -743,6 +741,13 @@ class JsonFileStore:
             lock.acquire(timeout=timeout)
         except filelock.Timeout as exc:
             raise self._lock_timeout(name, timeout, exc) from exc
+        with self._held(name, lock, first):
+            yield
+
+    @contextlib.contextmanager
+    def _held(self, name: str, lock: filelock.FileLock, first: bool) -> Iterator[None]:
+        """An acquired file lock, released on the way out; temp files a killed writer left are
+        cleaned the first time this process takes it."""
         try:
             if first:
                 _clean_temp_files(self.data_dir, name)
