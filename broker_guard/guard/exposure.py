@@ -68,9 +68,15 @@ def ccxt_derivative(exchange: Any, symbol: str, params: Params) -> bool:
         return market.get("type") != "spot" or bool(market.get("contract"))
     if ":" in symbol:
         return True  # a unified derivatives symbol names its settle currency
+    return ccxt_default_type(exchange) in DERIVATIVE_TYPES
+
+
+def ccxt_default_type(exchange: Any) -> str:
+    """The market type a ccxt exchange trades a symbol in when the symbol does not say (its
+    ``defaultType`` option, lower case; ``spot`` when unset)."""
     options = getattr(exchange, "options", None)
     default = options.get("defaultType") if isinstance(options, Mapping) else None
-    return str(default or "spot").lower() in DERIVATIVE_TYPES
+    return str(default or "spot").lower()
 
 
 def ccxt_holding(exchange: Any, symbol: str, derivative: bool, params: Params) -> HoldingRead:

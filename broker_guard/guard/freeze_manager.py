@@ -668,9 +668,7 @@ class SymbolFreezeManager:
     def _keep_unsaved_halt(self, record: Halt) -> None:
         """The store refused the halt: it stays in force in this process, whatever a re-read of
         the shared state says, and is written again at each refresh until the store takes it."""
-        self._unsaved_halt = self._unsaved_halt or record
-        with self._lock:
-            self._set_book(self._book)
+        self._unsaved_halt = self._unsaved_halt or record  # the book has it: applied locally
         log.critical(
             "trading halted in THIS PROCESS ONLY: the shared state refused the halt (%s); other "
             "guards still trade. It is written again at each refresh; halt them with "

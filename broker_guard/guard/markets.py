@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from broker_guard.guard.exposure import ccxt_default_type
+
 # the market symbol a broker reads ``symbol`` as; None when it cannot tell yet
 SymbolLookup = Callable[[Any, str], "str | None"]
 
@@ -25,7 +27,7 @@ def ccxt_market_symbol(exchange: Any, symbol: str) -> str | None:
     load its markets and may read it as any market."""
     markets = getattr(exchange, "markets", None)
     if not isinstance(markets, Mapping) or not markets:
-        if "/" in symbol and (":" in symbol or _default_type(exchange) == "spot"):
+        if "/" in symbol and (":" in symbol or ccxt_default_type(exchange) == "spot"):
             return symbol
         return None
     try:
@@ -39,12 +41,6 @@ def ccxt_market_symbol(exchange: Any, symbol: str) -> str | None:
 def ccxt_load_markets(exchange: Any) -> Any:
     """What the exchange would do itself before its first order (an awaitable when async)."""
     return exchange.load_markets()
-
-
-def _default_type(exchange: Any) -> str:
-    options = getattr(exchange, "options", None)
-    default = options.get("defaultType") if isinstance(options, Mapping) else None
-    return str(default or "spot").lower()
 
 
 class MarketsUnknown(Exception):

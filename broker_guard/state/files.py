@@ -710,7 +710,7 @@ class JsonFileStore:
         """This process's thread lock and the state's file lock, together. The wait for another
         process's lock happens with the thread lock released, so a trading call reading the
         state in another thread never waits behind a writer waiting for that process."""
-        timeout = self.lock_timeout if wait is None else min(wait, self.lock_timeout)
+        timeout = self._wait(wait)
         deadline = time.monotonic() + timeout
         while True:
             self._thread_lock.acquire()
@@ -736,7 +736,7 @@ class JsonFileStore:
     def _locked(self, name: str, wait: float | None = None) -> Iterator[None]:
         """The state's file lock, for a caller already holding the thread lock."""
         lock, first = self._file_lock(name)
-        timeout = self.lock_timeout if wait is None else min(wait, self.lock_timeout)
+        timeout = self._wait(wait)
         try:
             lock.acquire(timeout=timeout)
         except filelock.Timeout as exc:
@@ -754,6 +754,10 @@ class JsonFileStore:
             yield
         finally:
             lock.release()
+
+    def _wait(self, wait: float | None) -> float:
+        """How long to wait for the file lock: ``wait``, never past ``lock_timeout``."""
+        return self.lock_timeout if wait is None else min(wait, self.lock_timeout)
 
     def _file_lock(self, name: str) -> tuple[filelock.FileLock, bool]:
         """The state's file lock, and whether it was made just now (temp files to clean)."""
