@@ -1,8 +1,9 @@
 """The operator's command line: broker-guard COMMAND (or python -m broker_guard COMMAND).
 
 Commands: demo, init, status, health, halt, resume, freeze, unfreeze, restrict,
-unrestrict, acknowledge-damage, dust, normalize. Options go before or after the
-command. Every change command says what it changed, or "no change".
+unrestrict, acknowledge-damage, forget, dust, normalize. Options go before or
+after the command. Every change command says what it changed, or "no change".
+health reads the bots' heartbeats from the shared state (no --broker).
 
 Exit codes: 0 success; 1 an alert is raised (health), an action failed or
 the state store cannot be reached (nothing was changed);
@@ -26,12 +27,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from broker_guard import __version__
-from broker_guard.clock import FakeClock, parse_aware_time, parse_duration, utc_iso
+from broker_guard.clock import Clock, FakeClock, parse_aware_time, parse_duration, utc_iso
 from broker_guard.config import GuardConfig
 from broker_guard.errors import BrokerGuardError, ConfigError, StoreError
 from broker_guard.events import GuardEvent, actor
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.guard.heartbeat import forget
 from broker_guard.guarded import GuardedBroker, guard_of, wrap
+from broker_guard.liquidation.health import fleet_health
 from broker_guard.paper import PaperBroker
 from broker_guard.state.files import make_private_dir
 from broker_guard.state.select import store_from_config
@@ -59,10 +62,10 @@ class UsageError(Exception):
     """Bad input from the operator: exit code 2 with a message that says what to do."""
 
 
-def make_broker(spec: str) -> Any:
+def make_broker(spec: str | None) -> Any:
     """``paper`` (default), ``ccxt:<exchange id>`` (keys from
     BROKER_GUARD_API_KEY/_SECRET/_PASSWORD), or ``module:factory``."""
-    if spec == "paper":
+    if spec in (None, "paper"):
         return PaperBroker(prices=DEMO_PRICES, positions=DEMO_POSITIONS)
     if spec.startswith("ccxt:"):
         exchange_id = spec.split(":", 1)[1]
@@ -85,6 +88,7 @@ def make_broker(spec: str) -> Any:
         if os.environ.get("BROKER_GUARD_API_PASSWORD"):
             options["password"] = os.environ["BROKER_GUARD_API_PASSWORD"]
         return getattr(ccxt, exchange_id)(options)
+    assert spec is not None
     module_name, sep, factory = spec.partition(":")
     if not sep or not module_name or not factory:
         raise UsageError(
@@ -141,10 +145,10 @@ def _existing(config: GuardConfig) -> GuardConfig:
     return config
 
 
-def _manager(args: argparse.Namespace) -> SymbolFreezeManager:
+def _manager(args: argparse.Namespace, config: GuardConfig | None = None) -> SymbolFreezeManager:
     """The freeze manager on the configured store; an unreachable Redis is an error here, never
     memory."""
-    config = _existing(_config(args))
+    config = config or _existing(_config(args))
     store = store_from_config(config, degrade=False)
     args.stores.append(store)
     manager = SymbolFreezeManager(config.freeze, store=store)
@@ -343,7 +347,8 @@ class ProgressBar:
 
 def _guard(args: argparse.Namespace) -> GuardedBroker:
     broker = make_broker(args.broker)  # a bad broker spec is named before a missing data dir
-    config = _existing(_config(args))
+    # the CLI's guard is not a bot: no heartbeat, which would be "not seen" once it exits
+    config = _existing(_config(args)).replace(guard={"heartbeat_seconds": 0})
     # degrades like a bot's: health reports an unreachable Redis as an alert
     store = store_from_config(config)
     args.stores.append(store)
@@ -351,13 +356,40 @@ def _guard(args: argparse.Namespace) -> GuardedBroker:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    health = _guard(args).health()
-    _emit(
-        args,
-        health,
-        "OK" if health["ok"] else "ALERT\n" + "\n".join(f"  - {a}" for a in health["alerts"]),
-    )
+    """Every bot's heartbeat and the shared state, checked; exit 1 on any alert."""
+    if args.broker is not None:
+        print(
+            "broker-guard: health reads the bots' heartbeats from the shared state; --broker is "
+            "not used",
+            file=sys.stderr,
+        )
+    config = _existing(_config(args))
+    manager = _manager(args, config)
+    window = _duration(args.not_seen) if args.not_seen else None
+    health = fleet_health(manager, config, args.clock(), not_seen_seconds=window)
+    lines = [
+        f"{'ok   ' if c['ok'] else 'ALERT'} {c['check']}: {c['why']}" for c in health["checks"]
+    ]
+    _emit(args, health, "\n".join(["OK" if health["ok"] else "ALERT", *lines]))
     return EXIT_OK if health["ok"] else EXIT_ALERT
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Remove a retired bot's heartbeat, so health stops reporting it as not seen."""
+    manager = _manager(args)
+    changed = forget(manager.store, args.name)
+    if changed:
+        _record(manager, "forget", None, f"bot {args.name}: " + (args.reason or ""))
+    said = "forgotten" if changed else "no change: no heartbeat of that name"
+    _emit(args, {"name": args.name, "action": "forget", "changed": changed}, f"{args.name}: {said}")
+    return EXIT_OK
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_dust(args: argparse.Namespace) -> int:
@@ -520,8 +552,8 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     (there ``default`` is SUPPRESS: an option given before the command is not reset)."""
     parser.add_argument(
         "--broker",
-        default=default or "paper",
-        help="paper (default), ccxt:<exchange id>, or module:factory",
+        default=default,
+        help="for dust and normalize: paper (default), ccxt:<exchange id>, or module:factory",
     )
     parser.add_argument(
         "--data-dir",
@@ -569,7 +601,17 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", "show every component on the paper broker")
     command("init", "create the data dir the bots and this command share")
     command("status", "frozen symbols, pending failures, balances, persistence")
-    command("health", "exit 1 when an alert is raised")
+    health = command(
+        "health",
+        "check every bot's heartbeat (seen lately, balance answering, store saving), the halt, "
+        "the frozen symbols and the state; exit 1 when an alert is raised",
+    )
+    health.add_argument(
+        "--not-seen",
+        metavar="DURATION",
+        help="alert on a bot not seen for this long: 90s, 10m, 1h (default: "
+        "guard.not_seen_minutes, 10m)",
+    )
     for name in ("halt", "resume"):
         p = command(
             name,
@@ -598,6 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
             expiry.add_argument(
                 "--until", metavar="TIME", help="probe it after an ISO time with offset"
             )
+    forget_cmd = command(
+        "forget", "remove a retired bot's heartbeat, so health stops reporting it not seen"
+    )
+    forget_cmd.add_argument("name", help="the bot's name as health shows it")
+    forget_cmd.add_argument("--reason", default="", help="why: recorded in the operator log")
     command(
         "acknowledge-damage",
         "after reviewing damaged state changes that named no symbol (see health), let "
@@ -630,14 +677,17 @@ COMMANDS = {
     "restrict": cmd_symbol,
     "unrestrict": cmd_symbol,
     "acknowledge-damage": cmd_acknowledge_damage,
+    "forget": cmd_forget,
     "dust": cmd_dust,
     "normalize": cmd_normalize,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Clock = time.time) -> int:
+    """Run one command; ``clock`` is injectable for tests (health's "last seen")."""
     args = build_parser().parse_args(argv)
     args.stores = []
+    args.clock = clock
     if args.command != "demo":
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:

@@ -104,6 +104,11 @@ class GuardSettings:
     # Redis only: the last known balance expires this long after it was saved
     balance_ttl_hours: float | None = None
     audit_max_records: int = 100_000  # Redis only: the audit stream keeps this many newest records
+    # names this bot in heartbeats (broker-guard health, metrics); default: its account
+    name: str | None = None
+    heartbeat_seconds: float = 30.0  # a guard in use writes its heartbeat this often; 0: never
+    # broker-guard health alerts on a bot whose last heartbeat is older than this
+    not_seen_minutes: float = 10.0
 
 
 # JSON section name -> (attribute on GuardConfig, policy class)
@@ -132,6 +137,7 @@ ENV_VARS: Mapping[str, tuple[str, str]] = {
     "BROKER_GUARD_DATA_DIR": ("guard", "data_dir"),
     "BROKER_GUARD_STORE_URL": ("guard", "store_url"),
     "BROKER_GUARD_STORE_PREFIX": ("guard", "store_prefix"),
+    "BROKER_GUARD_NAME": ("guard", "name"),
 }
 CONFIG_PATH_ENV = "BROKER_GUARD_CONFIG"
 
@@ -145,6 +151,7 @@ _POSITIVE = {
     "after_balance_failures",
     "after_freezes",
     "freeze_window_minutes",
+    "not_seen_minutes",
 }
 STORE_URL_PATTERN = re.compile(r"^(redis|rediss|unix)://")
 STORE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

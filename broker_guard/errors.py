@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class BrokerGuardError(Exception):
     """Base of every error broker_guard raises itself.
@@ -31,7 +33,10 @@ class NothingToGuardError(BrokerGuardError, TypeError):
 
 
 class GuardRefusedError(BrokerGuardError):
-    """The guard refused a call before it reached the broker."""
+    """The guard refused a call before it reached the broker. ``reason`` names why in one word
+    (the ``reason`` label of ``broker_guard_refusals_total``)."""
+
+    reason: ClassVar[str] = "refused"
 
     def __init__(self, message: str, *, symbol: str, cause: BaseException | None = None) -> None:
         super().__init__(message, cause=cause)
@@ -41,19 +46,27 @@ class GuardRefusedError(BrokerGuardError):
 class SymbolFrozenError(GuardRefusedError):
     """The symbol is frozen after repeated failures; exits stay allowed."""
 
+    reason = "frozen"
+
 
 class StateUnconfirmedError(SymbolFrozenError):
     """An entry refused because the guard cannot read its shared state: it cannot confirm the
     symbol is not frozen (a ``SymbolFrozenError``, so code that skips frozen symbols skips it)."""
 
+    reason = "unconfirmed"
+
 
 class SymbolRestrictedError(GuardRefusedError):
     """The symbol is on the restricted list and is never traded."""
+
+    reason = "restricted"
 
 
 class TradingHaltedError(GuardRefusedError):
     """An entry refused because trading is halted (by an operator, or automatically); exits stay
     allowed. ``symbol`` is the order's symbol; the halt names no symbol."""
+
+    reason = "halted"
 
 
 class BalanceUnavailableError(BrokerGuardError):

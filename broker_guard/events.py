@@ -18,7 +18,7 @@ log = redact_logger("broker_guard.events")
 @dataclass(frozen=True)
 class GuardEvent:
     # retry | fallback | balance_unavailable | failure | freeze | unfreeze | probe | refused |
-    # halt | resume | liquidation
+    # halt | resume | liquidation | scan
     kind: str
     at: float  # epoch seconds, UTC
     symbol: str | None = None
@@ -38,6 +38,18 @@ def emit(hook: EventHook | None, event: GuardEvent) -> None:
         log.exception(
             "on_event hook failed for a %s event; the guarded call is unaffected", event.kind
         )
+
+
+def chained(first: EventHook, then: EventHook | None) -> EventHook:
+    """One hook calling ``first``, then ``then``: each one's failure is logged on its own."""
+    if then is None:
+        return first
+
+    def both(event: GuardEvent) -> None:
+        emit(first, event)
+        emit(then, event)
+
+    return both
 
 
 def actor() -> str:

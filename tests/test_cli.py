@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import start_bot
 
 from broker_guard import GuardConfig, GuardedBroker, JsonFileStore, SymbolFrozenError
 from broker_guard.cli import main
@@ -43,6 +44,7 @@ def test_dust_normalize_and_health_on_paper(
     code, norm = run(capsys, "--data-dir", d, "normalize")
     assert code == 0 and norm["dry_run"] is True  # type: ignore[index]
     assert norm["actions_required"] == 4  # type: ignore[index]
+    start_bot(d)
     code, health = run(capsys, "--data-dir", d, "health")
     assert code == 0 and health["ok"] is True  # type: ignore[index]
     run(capsys, "--data-dir", d, "freeze", "A-USD")
@@ -54,8 +56,8 @@ def test_dust_normalize_and_health_on_paper(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--broker", "nope", "health"], "unknown broker spec"),
-        (["--broker", "no_such_module:make", "health"], "cannot load broker"),
+        (["--broker", "nope", "dust"], "unknown broker spec"),
+        (["--broker", "no_such_module:make", "normalize"], "cannot load broker"),
         (["freeze", "!!"], "bad symbol"),
         (["--data-dir", "/nonexistent/dir", "status"], "does not exist"),
     ],
@@ -72,7 +74,7 @@ def test_ccxt_credentials_come_from_the_environment(
 ) -> None:
     pytest.importorskip("ccxt")
     monkeypatch.delenv("BROKER_GUARD_API_KEY", raising=False)
-    assert main(["--broker", "ccxt:kraken", "health"]) == 2
+    assert main(["--broker", "ccxt:kraken", "dust"]) == 2
     assert "BROKER_GUARD_API_KEY" in capsys.readouterr().err
 
 

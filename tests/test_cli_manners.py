@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import start_bot
 
 from broker_guard import JsonFileStore, __version__
 from broker_guard.cli import main
@@ -33,6 +34,7 @@ def test_options_go_before_or_after_the_command(
     assert code == 0 and before["halted"] is None
     code, after = run(capsys, "status", "--json", "--data-dir", d)
     assert code == 0 and after == before
+    start_bot(d)
     code, mixed = run(capsys, "--data-dir", d, "health", "--json")
     assert code == 0 and mixed["ok"] is True
 

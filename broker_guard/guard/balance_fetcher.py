@@ -68,6 +68,8 @@ class AccountHealth:
     last_error: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
+    # when the last call was answered from the fallback: when that balance was fetched
+    fallback_fetched_at: float | None = None
 
 
 class _Run:
@@ -231,7 +233,8 @@ class EnhancedBalanceFetcher:
         register_secrets(self._secrets)  # masked in every log line, by the package's log filter
         self.transient_exceptions = transient_exceptions
         self.account = account
-        self.on_error_streak = on_error_streak  # (account, failures in a row, last error)
+        # (account, failures in a row, last error) at each failure; (account, 0, "") on recovery
+        self.on_error_streak = on_error_streak
         self._lock = threading.Lock()
         self._last: cachetools.LRUCache[tuple[str, str], tuple[Any, float]] = cachetools.LRUCache(
             maxsize=1024
@@ -379,6 +382,7 @@ class EnhancedBalanceFetcher:
             if health is None:
                 health = self._health[key[0]] = AccountHealth()
             health.last_success_at = now
+            health.fallback_fetched_at = None
             recovered = health.consecutive_errors
             health.consecutive_errors = 0
             due = (
@@ -386,6 +390,8 @@ class EnhancedBalanceFetcher:
             )
         if due or recovered:
             self._persist(key)
+        if recovered and self.on_error_streak is not None:
+            self.on_error_streak(key[0], 0, "")
 
     def note_error(self, account: str, message: str) -> None:
         now = self.clock()
@@ -442,6 +448,8 @@ class EnhancedBalanceFetcher:
                 account,
                 utc_iso(fetched_at),
             )
+        with self._lock:
+            self._health.setdefault(account, health).fallback_fetched_at = fetched_at
         self._log_fallback(value, age_min, health.consecutive_errors)
         detail = {"account": account, "age_minutes": age_min, "error": reason}
         emit(self.on_event, GuardEvent("fallback", now, None, detail))

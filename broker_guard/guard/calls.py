@@ -591,6 +591,7 @@ def balance_method(ctx: GuardContext, name: str, is_async: bool) -> Callable[...
     broker, fetcher, account = ctx.broker, ctx.balance, ctx.account
     plain_key = (account, name)
     timeout = request_timeout(broker)
+    tick = ctx.heartbeat.tick if ctx.heartbeat is not None else _no_beat
 
     def key(args: Args, kwargs: Kwargs) -> tuple[str, str]:
         return (account, call_signature(name, args, kwargs)) if args or kwargs else plain_key
@@ -598,14 +599,28 @@ def balance_method(ctx: GuardContext, name: str, is_async: bool) -> Callable[...
     if is_async:
 
         async def guarded_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await fetcher.call_async(getattr(broker, name), args, kwargs, key(args, kwargs))
+            try:
+                return await fetcher.call_async(
+                    getattr(broker, name), args, kwargs, key(args, kwargs)
+                )
+            finally:
+                tick()
 
         return guarded_async
 
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return fetcher.call(getattr(broker, name), args, kwargs, key(args, kwargs), True, timeout)
+        try:
+            return fetcher.call(
+                getattr(broker, name), args, kwargs, key(args, kwargs), True, timeout
+            )
+        finally:
+            tick()
 
     return guarded
+
+
+def _no_beat() -> None:
+    """A guard without a heartbeat (a context built by hand)."""
 
 
 def request_timeout(broker: Any) -> RequestTimeout | None:

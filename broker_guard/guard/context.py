@@ -16,7 +16,9 @@ from broker_guard.config import GuardConfig
 from broker_guard.events import EventHook
 from broker_guard.guard.async_bridge import run_in_thread
 from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
+from broker_guard.guard.counters import GuardCounters
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.guard.heartbeat import Heartbeat
 from broker_guard.guard.markets import MarketNames
 from broker_guard.guard.profiles import Profile
 from broker_guard.state.base import Store
@@ -39,9 +41,11 @@ class GuardContext:
     balance: EnhancedBalanceFetcher
     clock: Clock
     secrets: tuple[str, ...]
-    on_event: EventHook | None
+    on_event: EventHook | None  # the guard's own counters, then the user's hook
     is_async: bool
     markets: MarketNames | None = None  # how the broker reads a symbol; None: as written
+    counters: GuardCounters | None = None
+    heartbeat: Heartbeat | None = None
 
     def run(self, work: Callable[[], T]) -> Any:
         """Run a liquidation job: directly, or for an async broker as an awaitable

@@ -116,6 +116,8 @@ class SymbolFreezeManager:
         # damage the store could not tie to a record: every entry refused until reviewed
         self.unattributed: dict[str, str] = {}
         self._held_for_count: set[str] = set()  # held only because their failure count is damaged
+        # called after each refresh (at most once per refresh_interval): the heartbeat's tick
+        self.on_refresh: Callable[[], None] | None = None
         self._refresh(force=True)
 
     # -- the guarded calls ask these ---------------------------------------------------------
@@ -131,7 +133,7 @@ class SymbolFreezeManager:
         record = book.frozen.get(canon)
         if verdict is Verdict.PROBE and record is not None and self._take_probe(record, canon, now):
             return PROBE
-        raise _refusal(book, canon, verdict, order=False)
+        raise self.refused(canon, _refusal(book, canon, verdict, order=False), what="price call")
 
     def refusal(self, canon: str) -> GuardRefusedError | None:
         """The error an order opening or adding exposure on ``canon`` would be refused with (trading
@@ -164,9 +166,11 @@ class SymbolFreezeManager:
         if error is not None:
             raise self.refused(canon, error)
 
-    def refused(self, canon: str, error: GuardRefusedError) -> GuardRefusedError:
-        """Report a refused entry (an event) and hand back the error to raise."""
-        why = {"why": f"entry order refused: {type(error).__name__}"}
+    def refused(
+        self, canon: str, error: GuardRefusedError, *, what: str = "entry order"
+    ) -> GuardRefusedError:
+        """Report a refused call (an event) and hand back the error to raise."""
+        why = {"why": f"{what} refused: {type(error).__name__}", "reason": error.reason}
         emit(self._on_event, GuardEvent("refused", self.clock(), canon, why))
         return error
 
@@ -381,6 +385,15 @@ class SymbolFreezeManager:
             "unattributed_damage": dict(self.unattributed),
         }
 
+    def summary(self) -> dict[str, Any]:
+        """Frozen count, halt and store problem as last read, without a refresh: what this guard
+        sees, for its heartbeat."""
+        return {
+            "frozen_count": len(self._book.frozen),
+            "halted": self.halted is not None,
+            "store_problem": self.unreadable or self._store_problem,
+        }
+
     # -- verdicts into errors and logs -------------------------------------------------------
 
     def _take_probe(self, info: FrozenSymbol, canon: str, now: float) -> bool:
@@ -495,6 +508,8 @@ class SymbolFreezeManager:
             log.warning("freeze state is readable again; entries are decided by it again")
             self.unreadable = None
         self._share_unsaved_halt()
+        if self.on_refresh is not None:
+            self.on_refresh()
 
     def _follow_quietly(self, name: str) -> None:
         try:

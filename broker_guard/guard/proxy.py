@@ -22,11 +22,13 @@ import wrapt
 from broker_guard.clock import Clock, Sleep, asyncio_sleep, system_clock, system_sleep
 from broker_guard.config import GuardConfig
 from broker_guard.errors import ConfigError, NothingToGuardError
-from broker_guard.events import EventHook
+from broker_guard.events import EventHook, chained
 from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
 from broker_guard.guard.calls import make_method
 from broker_guard.guard.context import GuardContext
+from broker_guard.guard.counters import GuardCounters
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.guard.heartbeat import Heartbeat
 from broker_guard.guard.markets import MarketNames
 from broker_guard.guard.profiles import (
     MethodSpec,
@@ -91,6 +93,8 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             store = store_from_config(config, clock=clock)
         store.add_secrets(secrets)
         account = account_key(broker, config.guard.account)
+        counters = GuardCounters()
+        on_event = chained(counters.observe, on_event)
         freeze = SymbolFreezeManager(
             config.freeze,
             store=store,
@@ -110,8 +114,19 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             secrets=secrets,
             transient_exceptions=transient_exceptions,
             account=account,
-            on_error_streak=freeze.balance_failed,  # an automatic halt, when configured
         )
+        heartbeat = Heartbeat(
+            store=store,
+            name=config.guard.name or account,
+            account=account,
+            interval=config.guard.heartbeat_seconds,
+            clock=clock,
+            freeze=freeze,
+            balance=balance,
+            counters=counters,
+        )
+        balance.on_error_streak = _both(freeze.balance_failed, heartbeat.streak)
+        freeze.on_refresh = heartbeat.tick
         layout: _Layout = self._guard_layout
         chosen = resolve_profile(broker, profile)
         lookup = chosen.market_symbol
@@ -127,11 +142,14 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             clock=clock,
             secrets=secrets,
             on_event=on_event,
+            counters=counters,
+            heartbeat=heartbeat,
             is_async=any(is_async for _, _, is_async, _ in layout),
             markets=MarketNames(broker, lookup, chosen.load_markets) if lookup else None,
         )
         _install_methods(self._self_ctx, type(self), layout)
         self._self_warn_shadowed(broker)
+        heartbeat.tick()  # a guard that starts is seen at once
 
     def _self_warn_shadowed(self, broker: object) -> None:
         shadowed = [n for n in self._guard_own_api if hasattr(type(broker), n)]
@@ -172,6 +190,18 @@ class BrokerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             f"<{type(self).__mro__[1].__name__} account={ctx.account!r} of {ctx.broker!r}>",
             ctx.secrets,
         )
+
+
+def _both(
+    first: Callable[[str, int, str], None], then: Callable[[str, int, str], None]
+) -> Callable[[str, int, str], None]:
+    """The balance error-streak hook: the automatic halt's, then the heartbeat's."""
+
+    def both(account: str, count: int, error: str) -> None:
+        first(account, count, error)
+        then(account, count, error)
+
+    return both
 
 
 def _checked_secrets(secrets: Iterable[str]) -> list[str]:

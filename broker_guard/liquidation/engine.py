@@ -20,6 +20,7 @@ from typing import Any
 from broker_guard.classify import classify
 from broker_guard.clock import utc_iso
 from broker_guard.errors import GuardRefusedError, StoreError
+from broker_guard.events import GuardEvent, emit
 from broker_guard.guard.async_bridge import resolve
 from broker_guard.guard.context import GuardContext
 from broker_guard.guard.profiles import accepts_keyword, is_ccxt, positional_params
@@ -161,6 +162,8 @@ class Run:
             why = "broker rejected the close"
             return self.record(Outcome(fresh, action, "failed", why, value, order, rejected))
         log.info("   ✅ Successfully closed %s", fresh.symbol)
+        detail = {"kind": self.kind, "action": action, "value_usd": value or 0.0}
+        emit(self.ctx.on_event, GuardEvent("liquidation", self.ctx.clock(), fresh.symbol, detail))
         return self.record(Outcome(fresh, action, "closed", "closed at the broker", value, order))
 
     def _raised(self, fresh: Position, action: str, exc: Exception) -> Outcome:

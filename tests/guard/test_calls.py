@@ -115,7 +115,9 @@ def cooled_down_guard(is_async: bool) -> tuple[Any, Exchange, FakeClock]:
     exchange: Exchange = AsyncExchange() if is_async else Exchange()
     clock = FakeClock()
     config = GuardConfig.load(
-        env={}, freeze={"auto_unfreeze": True, "cooldown_hours": COOLDOWN_S / 3600}
+        env={},
+        freeze={"auto_unfreeze": True, "cooldown_hours": COOLDOWN_S / 3600},
+        guard={"heartbeat_seconds": 0},  # the store's next update is the probe's, not a beat
     )
     guard = GuardedBroker(
         exchange, config, store=MemoryStore(), profile="ccxt", clock=clock, sleep=clock.sleep
