@@ -1,7 +1,7 @@
 """The operator's command line: broker-guard COMMAND (or python -m broker_guard COMMAND).
 
 Commands: demo, init, status, health, halt, resume, freeze, unfreeze, restrict,
-unrestrict, acknowledge-damage, forget, dust, normalize. Options go before or
+unrestrict, acknowledge-damage, forget, dust, normalize, serve. Options go before or
 after the command. Every change command says what it changed, or "no change".
 health reads the bots' heartbeats from the shared state (no --broker).
 
@@ -151,7 +151,8 @@ def _manager(args: argparse.Namespace, config: GuardConfig | None = None) -> Sym
     config = config or _existing(_config(args))
     store = store_from_config(config, degrade=False)
     args.stores.append(store)
-    manager = SymbolFreezeManager(config.freeze, store=store)
+    # every read fresh: the CLI's reads are few, and serve's scrapes must see the latest change
+    manager = SymbolFreezeManager(config.freeze, store=store, refresh_interval=0.0)
     _check_saved(manager)
     return manager
 
@@ -382,6 +383,31 @@ def cmd_forget(args: argparse.Namespace) -> int:
         _record(manager, "forget", None, f"bot {args.name}: " + (args.reason or ""))
     said = "forgotten" if changed else "no change: no heartbeat of that name"
     _emit(args, {"name": args.name, "action": "forget", "changed": changed}, f"{args.name}: {said}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """/metrics and /health over HTTP until interrupted (the broker-guard[metrics] extra)."""
+    try:
+        from broker_guard.metrics import make_server  # optional: prometheus_client
+    except ImportError:
+        raise UsageError(
+            "serve needs prometheus_client: pip install 'broker-guard[metrics]'"
+        ) from None
+    config = _existing(_config(args))
+    manager = _manager(args, config)
+    try:
+        server = make_server(manager, config, args.host, args.port, args.clock)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
+    host, port = str(server.server_address[0]), server.server_address[1]
+    print(f"serving http://{host}:{port}/metrics and /health (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return EXIT_OK
 
 
@@ -650,6 +676,17 @@ def build_parser() -> argparse.ArgumentParser:
         "after reviewing damaged state changes that named no symbol (see health), let "
         "entries resume",
     )
+    serve = command(
+        "serve",
+        "serve /metrics (Prometheus) and /health (200 ok, 503 on an alert; JSON) from the "
+        "shared state; needs broker-guard[metrics]",
+    )
+    serve.add_argument("--port", type=int, default=9464, help="0 picks a free port (default 9464)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     dust = command("dust", "close positions under the dust threshold (dry run unless --execute)")
     dust.add_argument("--dry-run", action="store_true", default=None, help="the default")
     dust.add_argument("--execute", action="store_true", help="really place the orders")
@@ -678,6 +715,7 @@ COMMANDS = {
     "unrestrict": cmd_symbol,
     "acknowledge-damage": cmd_acknowledge_damage,
     "forget": cmd_forget,
+    "serve": cmd_serve,
     "dust": cmd_dust,
     "normalize": cmd_normalize,
 }

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "user_account_normalization",
         ),
     ),
-    ("tools", ("paper", "testing", "cli", "__main__", "__init__")),
+    ("tools", ("paper", "testing", "metrics", "cli", "__main__", "__init__")),
 ]
 
 

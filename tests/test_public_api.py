@@ -33,10 +33,11 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         broker_guard.get_curent_price  # noqa: B018
 
 
-def test_importing_the_package_loads_neither_redis_nor_ccxt() -> None:
+def test_importing_the_package_loads_no_optional_dependency() -> None:
     code = (
-        "import sys, broker_guard; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'ccxt'}))"
+        "import sys, broker_guard, broker_guard.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'redis', 'ccxt', 'prometheus_client'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

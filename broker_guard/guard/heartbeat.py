@@ -88,6 +88,7 @@ class Heartbeat:
                 "last_success": utc_iso(health.last_success_at)
                 if health.last_success_at is not None
                 else None,
+                "last_success_at": health.last_success_at,
                 "consecutive_errors": health.consecutive_errors,
                 "last_error": health.last_error,
                 "fallback_in_use": health.fallback_fetched_at is not None,
