@@ -5,16 +5,20 @@ unrestrict, acknowledge-damage, forget, dust, normalize, serve. Options go befor
 after the command. Every change command says what it changed, or "no change".
 health reads the bots' heartbeats from the shared state (no --broker).
 
-Exit codes: 0 success; 1 an alert is raised (health), an action failed or
-the state store cannot be reached (nothing was changed);
-2 bad usage or configuration (unknown broker spec, bad symbol, missing
-credentials, a data dir that does not exist: only init and a starting guard
-create one); 3 the broker failed.
+Exit codes:
+  0  success
+  1  an alert is raised (health), an action failed, or the state store cannot
+     be reached (nothing was changed)
+  2  bad usage or configuration: an unknown broker spec, a bad symbol, missing
+     credentials, a data dir that does not exist (only init and a starting
+     guard create one), an order run not confirmed
+  3  the broker failed
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -461,9 +465,10 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         f"actions required {result['actions_required']}, "
         f"executed {result['actions_executed']}, failed {result['actions_failed']}"
     )
-    failed = result.get("account_errors") or {}
-    summary += "".join(f"\nbroker failed for {a}: {why}" for a, why in failed.items())
     _emit(args, result, "\n".join([*table, summary]))
+    failed = result.get("account_errors") or {}
+    for account, why in failed.items():
+        print(f"broker-guard: the broker failed for {account}: {why}", file=sys.stderr)
     if failed:
         return EXIT_BROKER
     return EXIT_ALERT if result["actions_failed"] else EXIT_OK
@@ -497,28 +502,33 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every seed component on the paper broker with injected faults; simulated time, so it takes a
-    second."""
+    second. With --json the narration goes to stderr and stdout gets the summary."""
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
-    handler = logging.StreamHandler(sys.stdout)
+    narration = sys.stderr if args.json else sys.stdout
+    handler = logging.StreamHandler(narration)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root.handlers = [handler]
     root.setLevel(logging.INFO)  # setLevel, not assignment: it clears the loggers' level caches
     try:
-        return _demo(args)
+        with contextlib.redirect_stdout(narration):
+            summary = _demo(args)
     finally:
         root.handlers = saved[1]
         root.setLevel(saved[0])
+    if args.json:
+        _emit(args, summary, "")
+    return EXIT_OK
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> dict[str, Any]:
     if args.data_dir:
         return _demo_in(args, args.data_dir)
     with tempfile.TemporaryDirectory(prefix="broker-guard-demo-") as data_dir:
         return _demo_in(args, data_dir)
 
 
-def _demo_in(args: argparse.Namespace, data_dir: str) -> int:
+def _demo_in(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     clock = FakeClock()
     broker = PaperBroker(prices=DEMO_PRICES, positions=DEMO_POSITIONS, cash=1000.0)
     config = GuardConfig.load(args.config, data_dir=data_dir, freeze={"auto_unfreeze": True})
@@ -570,7 +580,7 @@ def _demo_in(args: argparse.Namespace, data_dir: str) -> int:
         f"\nhealth: {'OK' if health['ok'] else health['alerts']}; orders placed: "
         f"{len(broker.orders)}; data dir: {data_dir}"
     )
-    return EXIT_OK
+    return {"health": health, "orders_placed": len(broker.orders), "data_dir": data_dir}
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:

@@ -109,7 +109,7 @@ def test_a_broker_that_fails_is_a_non_zero_exit_for_normalize_and_dust(
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     args = ["--data-dir", str(tmp_path), "--broker", "down_broker:make"]
     assert main([*args, "normalize"]) == 3
-    assert "broker failed" in capsys.readouterr().out
+    assert "broker failed" in capsys.readouterr().err
     assert main([*args, "dust"]) == 3
 
 

@@ -11,10 +11,7 @@ to it and why.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from broker_guard.guard.context import GuardContext
@@ -27,27 +24,36 @@ log = redact_logger("broker_guard.dust")
 BAR = "=" * 70
 
 
-@dataclass(frozen=True)
-class DustResult(Mapping[str, Any]):
-    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) plus every
-    outcome.
+class DustResult(dict[str, Any]):
+    """The seed's figures (``result['closed']``, ``result['total_value_cleaned']``...) and every
+    position's outcome (``result['positions']``), as a plain dict: ``json.dumps(result)`` works.
 
-    Built once a run is over; its figures are computed once, on first use.
+    The run's own objects stay reachable as attributes: ``outcomes`` (each
+    ``Outcome`` with its ``Position`` and the broker's order), ``dry_run``,
+    ``threshold_usd``, ``total_positions``, ``duration_seconds``.
     """
 
-    total_positions: int
-    threshold_usd: float
-    dry_run: bool
-    duration_seconds: float
-    outcomes: tuple[Outcome, ...]
+    def __init__(
+        self,
+        total_positions: int,
+        threshold_usd: float,
+        dry_run: bool,
+        duration_seconds: float,
+        outcomes: tuple[Outcome, ...],
+    ) -> None:
+        self.total_positions = total_positions
+        self.threshold_usd = threshold_usd
+        self.dry_run = dry_run
+        self.duration_seconds = duration_seconds
+        self.outcomes = tuple(outcomes)
+        super().__init__(self._figures())
 
     def _count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self._figures)
+        return dict(self)
 
-    @functools.cached_property
     def _figures(self) -> dict[str, Any]:
         dust = [o for o in self.outcomes if o.action == "close_dust"]
         return {
@@ -68,15 +74,6 @@ class DustResult(Mapping[str, Any]):
             "unknown_value": [o.as_dict() for o in self.outcomes if o.action == "skip"],
             "positions": [o.as_dict() for o in self.outcomes],
         }
-
-    def __getitem__(self, key: str) -> Any:
-        return self._figures[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._figures)
-
-    def __len__(self) -> int:
-        return len(self._figures)
 
 
 def _fmt_qty(position: Position) -> str:

@@ -319,3 +319,25 @@ def test_a_definite_refusal_is_failed_not_unknown_and_still_counts_as_sent(
     broker = RefusesFirmly(prices=prices, positions={s: 1.0 for s in prices})
     result = make_guard(broker, dust={"max_usd_per_run": 1.0}).dust()
     assert result["failed"] == 2 and result["unknown"] == 0
+
+
+def test_the_result_is_plain_json_with_the_run_objects_beside_it(make_guard: Any) -> None:
+    """``json.dumps(guard.dust())`` works (a dict of JSON values, no NaN), odd positions
+    included; the outcomes with their positions stay reachable as attributes."""
+    broker = PaperBroker(
+        prices={**PRICES, "LUNA-USD": 0.0001},
+        positions={**SEED_5, "LUNA-USD": 1000.0, "GONE-USD": 3.0},
+    )
+    broker.delist("LUNA-USD")
+    guard = make_guard(broker)
+    for dry_run in (True, False):
+        result = guard.dust(dry_run=dry_run)
+        assert type(json.loads(json.dumps(result, allow_nan=False))) is dict
+        assert json.loads(json.dumps(result)) == result.as_dict() == dict(result)
+        assert result.dry_run is dry_run and len(result.outcomes) == len(result["positions"])
+    assert result["closed"] == 2 and {o.position.symbol for o in result.outcomes} >= {
+        "DOGE-USD",
+        "LUNA-USD",
+    }
+    normalized = guard.normalize(dry_run=True)
+    assert type(json.loads(json.dumps(normalized, allow_nan=False))) is dict
