@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import os
 import platform
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -472,6 +474,88 @@ def redis_url(given: str | None) -> Iterator[str | None]:
             server.stop()
 
 
+def _run_seconds(argv: list[str], runs: int) -> float:
+    """Median wall time of ``runs`` fresh processes (the first, warming the disk cache, dropped)."""
+    times = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def startup(runs: int) -> list[tuple[str, float, float]]:
+    """Process start-up: ``import broker_guard`` and CLI commands against ``python -c "import json,
+    argparse"``, each a fresh interpreter (the issue's bound: --help and status at most 2x)."""
+    python = sys.executable
+    script = Path(python).parent / "broker-guard"
+    cli = [str(script)] if script.exists() else [python, "-m", "broker_guard"]
+    data_dir = tempfile.mkdtemp()
+    subprocess.run([*cli, "init", "--data-dir", data_dir], check=True, stdout=subprocess.DEVNULL)
+    base = _run_seconds([python, "-c", "import json, argparse"], runs)
+    cases = {
+        "import broker_guard": [python, "-c", "import broker_guard"],
+        "broker-guard --help": [*cli, "--help"],
+        "broker-guard status": [*cli, "status", "--data-dir", data_dir],
+        "broker-guard health": [*cli, "health", "--data-dir", data_dir],
+    }
+    rows = [("python -c 'import json, argparse' (baseline)", base, 1.0)]
+    for name, argv in cases.items():
+        if name.endswith("health"):
+            argv = [*argv, "--not-seen", "1d"]  # no bot here: exit 1 is expected, not an error
+            seconds = _run_health(argv, runs)
+        else:
+            seconds = _run_seconds(argv, runs)
+        rows.append((name, seconds, seconds / base))
+    return rows
+
+
+def _run_health(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def cli_to_bot(samples: int) -> list[tuple[str, float, float]]:
+    """From ``broker-guard unfreeze`` starting (a fresh process) to a running bot (a price call
+    every 10 ms, the default refresh interval) seeing the symbol unfrozen: median and worst of
+    ``samples``."""
+    script = Path(sys.executable).parent / "broker-guard"
+    cli = [str(script)] if script.exists() else [sys.executable, "-m", "broker_guard"]
+    where = new_data_dir()
+    config = GuardConfig.load(env={}, guard={**where, "heartbeat_seconds": 0})
+    guard = GuardedBroker(PaperBroker(prices={"SOL-USD": 100.0}), config)
+    latencies = []
+    for _ in range(samples):
+        guard.freeze_manager.freeze("SOL-USD", "bench")
+        launch = time.perf_counter() + random.uniform(0, 1)  # anywhere in the bot's refresh cycle
+        while time.perf_counter() < launch:  # the bot trading meanwhile, refused on SOL-USD
+            _swallow(guard.get_current_price, "SOL-USD")
+            time.sleep(0.01)
+        started = time.perf_counter()
+        command = subprocess.Popen(
+            [*cli, "unfreeze", "SOL-USD", "--data-dir", where["data_dir"]],
+            stdout=subprocess.DEVNULL,
+        )
+        while True:
+            try:
+                guard.get_current_price("SOL-USD")
+                break
+            except Exception:
+                time.sleep(0.01)
+        latencies.append(time.perf_counter() - started)
+        command.wait()
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    return [
+        ("unfreeze to bot, median", p50, 1.0),
+        (f"unfreeze to bot, worst of {samples}", latencies[-1], latencies[-1] / p50),
+    ]
+
+
 def show(title: str, rows: list[tuple[str, float, float]], per_second: bool = False) -> None:
     print(
         f"\n### {title}\n\n| case | {'per second' if per_second else 'per call'} | ratio to "
@@ -504,6 +588,11 @@ def main() -> int:
         f"broker_guard benchmarks on {platform.processor() or platform.machine()}, Python "
         f"{sys.version.split()[0]}, {platform.system()}"
     )
+    show(
+        "Start-up (fresh processes; ratio to python -c 'import json, argparse')",
+        startup(2 if args.smoke else 15),
+    )
+    show("A CLI change reaching a running bot", cli_to_bot(2 if args.smoke else 30))
     show("Success path (sync)", success_path(n, r))
     show("Order path (sync)", order_path(n // 4, r))
     show("Success path (async)", async_path(n // 4))

@@ -9,20 +9,19 @@ safely.
 The seed's components are where the seed's imports look for them:
 ``broker_guard.enhanced_balance_fetcher``, ``.symbol_freeze_manager``,
 ``.broker_dust_cleanup`` and ``.user_account_normalization``. Test helpers (a
-manual clock, the paper broker) are in ``broker_guard.testing``. Names
-outside ``__all__`` that older code imports from here still resolve, on first
-use, so ``import broker_guard`` loads neither redis nor ccxt.
+manual clock, the paper broker) are in ``broker_guard.testing``. Every name
+loads on first use (the exceptions excepted), so ``import broker_guard`` and the
+CLI's ``--help`` start fast and load no optional dependency.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # bound here, not on first use: the submodule of the same name would shadow the function
 from broker_guard.classify import FailureKind as FailureKind
 from broker_guard.classify import classify as classify
-from broker_guard.config import GuardConfig
 from broker_guard.errors import (
     BalanceUnavailableError,
     BrokerGuardError,
@@ -38,14 +37,18 @@ from broker_guard.errors import (
     SymbolRestrictedError,
     TradingHaltedError,
 )
-from broker_guard.events import GuardEvent
-from broker_guard.guard.profiles import MethodSpec, Profile
-from broker_guard.guarded import GuardedBroker, guard_of, wrap
-from broker_guard.liquidation.dust import DustResult
-from broker_guard.liquidation.positions import Position
-from broker_guard.state.base import Store
-from broker_guard.state.files import JsonFileStore
-from broker_guard.state.memory import MemoryStore
+
+if TYPE_CHECKING:  # the public names, for type checkers; at run time they load on first use
+    from broker_guard.config import GuardConfig
+    from broker_guard.events import GuardEvent
+    from broker_guard.guard.profiles import MethodSpec, Profile
+    from broker_guard.guarded import GuardedBroker, guard_of, wrap
+    from broker_guard.liquidation.dust import DustResult
+    from broker_guard.liquidation.positions import Position
+    from broker_guard.state.base import Store
+    from broker_guard.state.files import JsonFileStore
+    from broker_guard.state.memory import MemoryStore
+    from broker_guard.state.redis_store import RedisStore
 
 __version__ = "0.1.0"
 
@@ -80,6 +83,18 @@ __all__ = [
 
 # name -> module: resolved on first use (PEP 562), so importing the package stays light
 _ON_FIRST_USE = {
+    "GuardConfig": "broker_guard.config",
+    "GuardEvent": "broker_guard.events",
+    "MethodSpec": "broker_guard.guard.profiles",
+    "Profile": "broker_guard.guard.profiles",
+    "GuardedBroker": "broker_guard.guarded",
+    "guard_of": "broker_guard.guarded",
+    "wrap": "broker_guard.guarded",
+    "DustResult": "broker_guard.liquidation.dust",
+    "Position": "broker_guard.liquidation.positions",
+    "Store": "broker_guard.state.base",
+    "JsonFileStore": "broker_guard.state.files",
+    "MemoryStore": "broker_guard.state.memory",
     "RedisStore": "broker_guard.state.redis_store",
     "BalancePolicy": "broker_guard.config",
     "DustPolicy": "broker_guard.config",

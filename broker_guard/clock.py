@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -17,12 +16,26 @@ system_sleep: Sleep = time.sleep
 
 
 def asyncio_sleep(seconds: float) -> Awaitable[None]:
+    import asyncio  # here: a sync bot and the CLI never load asyncio (~15 ms of start-up)
+
     return asyncio.sleep(seconds)
 
 
 def utc_iso(epoch: float) -> str:
     """UTC ISO-8601 with offset, the only time format broker_guard writes."""
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+FUTURE_TOLERANCE_SECONDS = 60.0  # clocks of processes sharing state may differ this much
+
+
+def age_seconds(saved_at: float, now: float) -> float | None:
+    """How old a record saved at ``saved_at`` is; None when it is from the future (beyond a small
+    tolerance): its age is unknown, and it is never treated as fresher than now."""
+    age = now - saved_at
+    if age < -FUTURE_TOLERANCE_SECONDS:
+        return None
+    return max(0.0, age)
 
 
 def parse_utc_iso(text: str) -> float:

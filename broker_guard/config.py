@@ -95,7 +95,8 @@ class GuardSettings:
         "FDUSD",
     )
     lock_timeout_seconds: float = 10.0
-    refresh_interval_seconds: float = 1.0  # how often another process's changes are looked for
+    # how often another process's changes are looked for: a CLI change reaches a bot within 1 s
+    refresh_interval_seconds: float = 0.5
     value_tolerance: float = 0.25  # computed vs broker-reported position value, relative
     # None: JSON files in data_dir; redis://host:6379/0 for state shared by a fleet
     store_url: str | None = None

@@ -28,6 +28,7 @@ from broker_guard.clock import (
     AsyncSleep,
     Clock,
     Sleep,
+    age_seconds,
     asyncio_sleep,
     parse_utc_iso,
     system_clock,
@@ -147,9 +148,6 @@ class _Run:
         return self.fetcher.fallback(self.key, self.last_error)
 
 
-FUTURE_TOLERANCE_SECONDS = 60.0  # clocks of processes sharing state may differ this much
-
-
 class DeadlineExceeded(TimeoutError):
     """An attempt got no answer within what was left of the call's time budget (transient)."""
 
@@ -194,15 +192,6 @@ class RequestTimeout:
 
     def restore(self) -> None:
         self.exchange.timeout = self.ceiling
-
-
-def age_seconds(saved_at: float, now: float) -> float | None:
-    """How old a record saved at ``saved_at`` is; None when it is from the future (beyond a small
-    tolerance): its age is unknown, and it is never treated as fresher than now."""
-    age = now - saved_at
-    if age < -FUTURE_TOLERANCE_SECONDS:
-        return None
-    return max(0.0, age)
 
 
 class EnhancedBalanceFetcher:

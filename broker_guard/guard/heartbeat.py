@@ -14,15 +14,17 @@ import math
 import os
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker_guard.clock import Clock, utc_iso
+from broker_guard.clock import Clock, age_seconds, utc_iso
 from broker_guard.errors import StoreError
-from broker_guard.guard.balance_fetcher import AccountHealth, EnhancedBalanceFetcher, age_seconds
-from broker_guard.guard.counters import GuardCounters
-from broker_guard.guard.freeze_manager import SymbolFreezeManager
 from broker_guard.redact import logger as redact_logger
-from broker_guard.state.base import Store
+
+if TYPE_CHECKING:  # types only: health and the CLI read heartbeats without loading the guard
+    from broker_guard.guard.balance_fetcher import EnhancedBalanceFetcher
+    from broker_guard.guard.counters import GuardCounters
+    from broker_guard.guard.freeze_manager import SymbolFreezeManager
+    from broker_guard.state.base import Store
 
 log = redact_logger("broker_guard.heartbeat")
 
@@ -69,12 +71,9 @@ class Heartbeat:
         """What this guard reports: who it is, when it was seen, its balance and state as it sees
         them, and its counters."""
         now = self.clock()
-        health = self.balance.account_health().get(self.account) or AccountHealth()
-        fallback_age = (
-            age_seconds(health.fallback_fetched_at, now)
-            if health.fallback_fetched_at is not None
-            else None
-        )
+        health = self.balance.account_health().get(self.account)
+        success = health.last_success_at if health else None
+        fallback_at = health.fallback_fetched_at if health else None
         return {
             "name": self.name,
             "account": self.account,
@@ -85,14 +84,14 @@ class Heartbeat:
             "last_seen": utc_iso(now),
             "interval_seconds": self.interval,
             "balance": {
-                "last_success": utc_iso(health.last_success_at)
-                if health.last_success_at is not None
-                else None,
-                "last_success_at": health.last_success_at,
-                "consecutive_errors": health.consecutive_errors,
-                "last_error": health.last_error,
-                "fallback_in_use": health.fallback_fetched_at is not None,
-                "fallback_age_seconds": fallback_age,
+                "last_success": utc_iso(success) if success is not None else None,
+                "last_success_at": success,
+                "consecutive_errors": health.consecutive_errors if health else 0,
+                "last_error": health.last_error if health else None,
+                "fallback_in_use": fallback_at is not None,
+                "fallback_age_seconds": None
+                if fallback_at is None
+                else age_seconds(fallback_at, now),
             },
             **self.freeze.summary(),
             "counters": self.counters.as_dict(),

@@ -9,15 +9,15 @@ heartbeat, the halt, the frozen symbols and the store, each check with why
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker_guard.clock import utc_iso
-from broker_guard.config import GuardConfig
-from broker_guard.guard.context import GuardContext
-from broker_guard.guard.freeze_manager import SymbolFreezeManager
+from broker_guard.clock import age_seconds, utc_iso
 from broker_guard.guard.heartbeat import CONSECUTIVE_ERRORS_ALERT, read_heartbeats
 
-FUTURE_TOLERANCE_SECONDS = 60.0  # a heartbeat this far ahead of the reader's clock is "now"
+if TYPE_CHECKING:  # types only: the CLI's health loads neither the guard nor its proxy
+    from broker_guard.config import GuardConfig
+    from broker_guard.guard.context import GuardContext
+    from broker_guard.guard.freeze_manager import SymbolFreezeManager
 
 
 def guard_health(ctx: GuardContext) -> dict[str, Any]:
@@ -174,8 +174,14 @@ def bot_view(record: Any, now: float) -> dict[str, Any]:
     seen = record.get("seen_at")
     if isinstance(seen, bool) or not isinstance(seen, (int, float)) or not math.isfinite(seen):
         return {**record, "problem": "heartbeat has no valid seen_at"}
-    ago = now - seen
-    return {**record, "seen_seconds_ago": max(0.0, ago) if ago > -FUTURE_TOLERANCE_SECONDS else 0.0}
+    ago = age_seconds(seen, now)
+    if ago is None:
+        return {
+            **record,
+            "problem": f"heartbeat written at {record.get('last_seen')}, ahead of this clock by "
+            f"{seen - now:.0f}s: its age is unknown (check the clocks, NTP)",
+        }
+    return {**record, "seen_seconds_ago": ago}
 
 
 def bot_checks(
