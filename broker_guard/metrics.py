@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from broker_guard.config import GuardConfig
+from broker_guard.errors import StoreError
 from broker_guard.guard.freeze_manager import SymbolFreezeManager
 from broker_guard.guard.heartbeat import read_heartbeats
 from broker_guard.guarded import GuardedBroker, guard_of
@@ -185,22 +186,33 @@ def make_server(
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            with lock:
-                if path == "/metrics":
-                    self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
-                elif path in ("/health", "/healthz"):
-                    health = fleet_health(manager, config, clock())
-                    body = json.dumps(health, default=str).encode()
-                    self._send(200 if health["ok"] else 503, body, "application/json")
-                else:
-                    self._send(404, b"not found: /metrics or /health\n", "text/plain")
+            try:
+                with lock:
+                    code, body, kind = self._answer(path)
+            except StoreError as exc:  # the state cannot be read: never an OK, always an answer
+                failed = {"ok": False, "alerts": [f"state store unreadable: {exc}"]}
+                code, body, kind = 503, json.dumps(failed).encode(), "application/json"
+            self._send(code, body, kind)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def _answer(self, path: str) -> tuple[int, bytes, str]:
+            if path == "/metrics":
+                return 200, generate_latest(registry), "text/plain; version=0.0.4"
+            if path in ("/health", "/healthz"):
+                health = fleet_health(manager, config, clock())
+                body = json.dumps(health, default=str).encode()
+                return (200 if health["ok"] else 503), body, "application/json"
+            return 404, b"not found: /metrics or /health\n", "text/plain"
 
         def _send(self, code: int, body: bytes, kind: str) -> None:
             self.send_response(code)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             """Scrapes are not logged: a scrape every 15 s would bury the operator's log."""

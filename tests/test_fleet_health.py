@@ -174,3 +174,19 @@ def test_health_output_without_json_lists_every_check(
     assert main(["health", "--data-dir", d], clock=clock) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "OK" and any(line.startswith("ok    alpha: seen") for line in out)
+
+
+def test_a_heartbeat_from_beyond_the_clock_tolerance_is_an_alert_not_seen_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bot whose clock runs 10 minutes ahead: its heartbeat's age is unknown, and a stopped bot
+    must not pass as "seen now" until the reader's clock catches up."""
+    d = str(tmp_path)
+    now = time.time()
+    guard, _ = bot(d, FakeClock(now + 600))
+    guard.get_account_balance()
+    code, result = health(capsys, d, now)
+    assert code == 1
+    assert any("ahead of this clock" in a and "NTP" in a for a in result["alerts"])
+    code, within = health(capsys, d, now + 600 - 30)  # within the 60 s tolerance: seen
+    assert code == 0, within["alerts"]

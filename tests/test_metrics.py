@@ -140,3 +140,40 @@ def test_serve_on_a_taken_port_is_a_clear_error(
         port = taken.getsockname()[1]
         assert main(["serve", "--port", str(port), "--data-dir", str(tmp_path)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_serve_answers_503_when_the_state_cannot_be_read_and_answers_head(
+    tmp_path: Path,
+) -> None:
+    """Review finding: with the store unreachable, /health and /metrics closed the connection
+    with no answer (a traceback on stderr each time); HEAD /health was 501."""
+    import threading
+
+    from broker_guard import JsonFileStore, StoreError
+    from broker_guard.metrics import make_server
+    from broker_guard.symbol_freeze_manager import SymbolFreezeManager
+
+    store = JsonFileStore(tmp_path)
+    manager = SymbolFreezeManager(store=store, refresh_interval=0.0)
+    server = make_server(manager, GuardConfig.load(env={}), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        head = urllib.request.Request(base + "/health", method="HEAD")
+        try:
+            urllib.request.urlopen(head, timeout=10)
+        except urllib.error.HTTPError as answer:
+            assert answer.code == 503  # no bot yet: an alert, and HEAD is answered
+
+        def unreadable(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("state store unreachable")
+
+        store.read = unreadable  # type: ignore[method-assign]
+        store.load = unreadable  # type: ignore[method-assign]
+        store.changes = unreadable  # type: ignore[method-assign]
+        for path in ("/health", "/metrics"):
+            code, body = get(base + path)
+            assert code == 503 and json.loads(body)["ok"] is False
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -116,7 +116,7 @@ class SymbolFreezeManager:
         # damage the store could not tie to a record: every entry refused until reviewed
         self.unattributed: dict[str, str] = {}
         self._held_for_count: set[str] = set()  # held only because their failure count is damaged
-        # called after each refresh (at most once per refresh_interval): the heartbeat's tick
+        # called after a guarded call's refresh (at most once per refresh_interval): the heartbeat
         self.on_refresh: Callable[[], None] | None = None
         self._refresh(force=True)
 
@@ -485,9 +485,12 @@ class SymbolFreezeManager:
         self._follow_quietly(RESTRICTED)
 
     def _refreshed(self) -> float:
-        """The time now, after re-reading shared state if a refresh is due."""
+        """The time now, after re-reading shared state if a refresh is due (for a guarded call:
+        only here, not in the stats a health probe or a scrape reads, does the heartbeat tick)."""
         if self.monotonic() >= self.next_refresh:
             self._refresh()
+            if self.on_refresh is not None:
+                self.on_refresh()
         return self.clock()
 
     def _refresh(self, *, force: bool = False) -> None:
@@ -508,8 +511,6 @@ class SymbolFreezeManager:
             log.warning("freeze state is readable again; entries are decided by it again")
             self.unreadable = None
         self._share_unsaved_halt()
-        if self.on_refresh is not None:
-            self.on_refresh()
 
     def _follow_quietly(self, name: str) -> None:
         try:

@@ -94,6 +94,7 @@ class Heartbeat:
                 else age_seconds(fallback_at, now),
             },
             **self.freeze.summary(),
+            "store_problem": self._store_problem(),
             "counters": self.counters.as_dict(),
         }
 
@@ -109,7 +110,9 @@ class Heartbeat:
             def put(data: dict[str, Any]) -> None:
                 data.setdefault(SECTION, {})[self.name] = record
 
-            self.store.update(STATE, put, keys=[(SECTION, self.name)])
+            # urgent: a lock held by another process is waited 50 ms, not lock_timeout, on the
+            # trading call that was due; replay=False: an outage never queues beats to replay
+            self.store.update(STATE, put, keys=[(SECTION, self.name)], urgent=True, replay=False)
         except Exception as exc:  # housekeeping: never raised into the call that was due
             if str(exc) != self.problem:
                 log.warning(
@@ -123,6 +126,17 @@ class Heartbeat:
             self.problem = None
         finally:
             self._lock.release()
+
+    def _store_problem(self) -> str | None:
+        """What the bot's freeze state or its store says is wrong (state kept in memory only,
+        damaged files set aside), or None."""
+        problem = self.freeze.summary()["store_problem"]
+        health = self.store.health()
+        degraded = "; ".join(f"{k}: {v}" for k, v in health.degraded.items())
+        found = [p for p in (problem, degraded or None) if p]
+        if health.quarantined:
+            found.append("damaged records set aside: " + "; ".join(health.quarantined))
+        return "; ".join(found) or None
 
 
 def read_heartbeats(store: Store) -> dict[str, dict[str, Any]]:

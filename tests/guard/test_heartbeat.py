@@ -127,3 +127,47 @@ def test_the_record_carries_what_the_guard_sees_and_its_counters() -> None:
     counters = record["counters"]
     assert counters["refusals"] == {"restricted": 1}
     assert counters["price_failures"] == [{"symbol": "BTC-USD", "kind": "bad_symbol", "count": 3}]
+
+
+def test_health_probes_and_scrapes_of_a_hung_bot_do_not_keep_it_seen() -> None:
+    """Review finding: a bot whose trading loop is dead, but whose health() or metrics are read
+    (a liveness probe, a scrape), kept beating through the stats' refresh: health said OK."""
+    guard, _broker, store, clock = guarded()
+    written = store.beats
+    for _ in range(240):  # an hour of probes every 15 s, no trading call
+        clock.advance(15)
+        guard.health()
+        guard.freeze_manager.get_stats()
+    assert store.beats == written
+
+
+def test_a_beat_waits_50_ms_for_the_lock_and_is_never_queued_for_replay() -> None:
+    """Review finding: a beat waited the full lock_timeout (10 s) on the trading call that was
+    due, on the event loop for an async broker; and an outage queued every beat for replay."""
+    guard, _broker, store, clock = guarded()
+    seen: list[dict[str, Any]] = []
+    real = store.update
+
+    def spy(name: str, mutate: Any, **kwargs: Any) -> Any:
+        if name == STATE:
+            seen.append(kwargs)
+        return real(name, mutate, **kwargs)
+
+    store.update = spy  # type: ignore[method-assign]
+    clock.advance(31)
+    guard.get_account_balance()
+    assert seen and all(k.get("urgent") is True and k.get("replay") is False for k in seen)
+
+
+def test_a_bots_degraded_store_is_in_its_heartbeat() -> None:
+    """Review finding: the bot's store kept state in memory only (its own health alerted) while
+    its heartbeat said nothing, so `broker-guard health` said "store ok"."""
+    from broker_guard.state.base import StoreHealth
+
+    guard, _broker, store, clock = guarded()
+    store.health = lambda: StoreHealth(  # type: ignore[method-assign]
+        ok=False, degraded={"symbol_freeze": "disk full"}
+    )
+    clock.advance(31)
+    guard.get_account_balance()
+    assert "symbol_freeze: disk full" in read_heartbeats(store)[guard.account]["store_problem"]
