@@ -190,7 +190,7 @@ def _freeze_hours(args: argparse.Namespace) -> float | None:
     """``--for 2h`` or ``--until 2026-12-01T09:00Z`` as hours from now; None: never expires."""
     try:
         if args.for_:
-            return parse_duration(args.for_) / 3600
+            return _duration(args.for_) / 3600
         if args.until:
             hours = (parse_aware_time(args.until) - time.time()) / 3600
             if hours <= 0:

@@ -71,6 +71,7 @@ class Heartbeat:
         """What this guard reports: who it is, when it was seen, its balance and state as it sees
         them, and its counters."""
         now = self.clock()
+        seen = self.freeze.summary()
         health = self.balance.account_health().get(self.account)
         success = health.last_success_at if health else None
         fallback_at = health.fallback_fetched_at if health else None
@@ -93,8 +94,8 @@ class Heartbeat:
                 if fallback_at is None
                 else age_seconds(fallback_at, now),
             },
-            **self.freeze.summary(),
-            "store_problem": self._store_problem(),
+            **seen,
+            "store_problem": self._store_problem(seen["store_problem"]),
             "counters": self.counters.as_dict(),
         }
 
@@ -127,10 +128,9 @@ class Heartbeat:
         finally:
             self._lock.release()
 
-    def _store_problem(self) -> str | None:
-        """What the bot's freeze state or its store says is wrong (state kept in memory only,
-        damaged files set aside), or None."""
-        problem = self.freeze.summary()["store_problem"]
+    def _store_problem(self, problem: str | None) -> str | None:
+        """What the bot's freeze state (``problem``) or its store says is wrong (state kept in
+        memory only, damaged files set aside), or None."""
         health = self.store.health()
         degraded = "; ".join(f"{k}: {v}" for k, v in health.degraded.items())
         found = [p for p in (problem, degraded or None) if p]

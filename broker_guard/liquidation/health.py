@@ -50,18 +50,23 @@ def guard_health(ctx: GuardContext) -> dict[str, Any]:
 
 
 def trading_alerts(stats: dict[str, Any], frozen_limit: int) -> list[str]:
-    alerts = []
+    return [*halt_alerts(stats), *frozen_alerts(stats, frozen_limit)]
+
+
+def halt_alerts(stats: dict[str, Any]) -> list[str]:
     halt = stats["halted"]
-    if halt:
-        alerts.append(
-            f"Trading halted since {halt['at']} by {halt['by']}: {halt['reason']} (entries "
-            "refused, exits allowed; `broker-guard resume --reason ...`)"
-        )
-    if stats["frozen_count"] > frozen_limit:
-        alerts.append(
-            f"High number of frozen symbols: {stats['frozen_count']} (limit {frozen_limit})"
-        )
-    return alerts
+    if not halt:
+        return []
+    return [
+        f"Trading halted since {halt['at']} by {halt['by']}: {halt['reason']} (entries "
+        "refused, exits allowed; `broker-guard resume --reason ...`)"
+    ]
+
+
+def frozen_alerts(stats: dict[str, Any], frozen_limit: int) -> list[str]:
+    if stats["frozen_count"] <= frozen_limit:
+        return []
+    return [f"High number of frozen symbols: {stats['frozen_count']} (limit {frozen_limit})"]
 
 
 def balance_alerts(
@@ -123,10 +128,10 @@ def fleet_health(
     persistence = manager.store.health().as_dict()
     limit = config.freeze.alert_frozen_count
     checks = [
-        _check("halt", trading_alerts({**stats, "frozen_count": 0}, limit), "trading not halted"),
+        _check("halt", halt_alerts(stats), "trading not halted"),
         _check(
             "frozen_symbols",
-            trading_alerts({**stats, "halted": None}, limit),
+            frozen_alerts(stats, limit),
             f"{stats['frozen_count']} frozen (alert above {limit})",
         ),
         _check("persistence", state_alerts(stats, persistence), "state readable and saved"),
